@@ -1,0 +1,48 @@
+"""ddpm: denoising diffusion (DDPM and DDIM), one function per equation.
+
+Notation, paper -> code (the book's notation page has the full table)::
+
+    t = 1..T                   index t of every length-(T+1) tensor; t = 0 is clean data
+    beta_t, alpha_t, abar_t    Schedule.betas, .alphas, .alpha_bars (abar_0 = 1)
+    beta~_t                    Schedule.posterior_variance (DDPM eq. 7)
+    SNR(t), lambda_t           Schedule.snr, Schedule.log_snr
+    DDIM's alpha_t             our abar_t
+    q(x_t | x0)                q_sample, q_mean_variance        (DDPM eq. 4)
+    q(x_{t-1} | x_t, x0)       q_posterior                      (DDPM eqs. 6-7)
+    mu_theta (eps form)        posterior_mean_from_eps          (DDPM eq. 11)
+    Algorithm 1 / eq. 14       loss_simple
+    Algorithm 2                ddpm_step, sample_ddpm
+    DDIM eqs. 12, 16           ddim_step, ddim_sigma, sample_ddim
+"""
+
+from .schedule import Schedule
+from .forward import q_step, q_sample, q_mean_variance, marginal_variance
+from .posterior import (
+    q_posterior,
+    predict_x0,
+    eps_to_x0,
+    x0_to_eps,
+    v_target,
+    v_to_x0,
+    v_to_eps,
+    eps_to_v,
+    x0_to_v,
+    posterior_mean_from_eps,
+)
+from .samplers import timesteps, ddpm_step, ddim_step, ddim_sigma, sample_ddpm, sample_ddim
+from .losses import (
+    loss_simple,
+    gaussian_kl,
+    prior_loss,
+    vb_term,
+    decoder_nll,
+    decoder_variance,
+    discretized_gaussian_log_likelihood,
+    variational_bound,
+    bits_per_dim,
+)
+from .testbed import GaussianMixture
+
+__version__ = "0.1.0"
+
+# --- models, training, data, metrics (book chapters 6-7): exported below this line ---
