@@ -32,7 +32,8 @@ def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> Tensor:
     - ``"trailing"``: ``round(T - k T/S)`` for k = 0..S-1; starts at ``T`` (Lin et al. 2024).
     - ``"leading"``: ``1 + k floor(T/S)``; never visits ``T``, a known trap (SPEC C).
     - ``"linspace"``: ``S`` points evenly spaced from 1 to ``T``, both included.
-    - ``"quadratic"``: ``floor((k sqrt(0.8 T)/(S-1))^2) + 1`` (DDIM appendix D.2).
+    - ``"quadratic"``: ``floor((k sqrt(0.8 T)/(S-1))^2) + 1`` (DDIM appendix D.2), the
+      smallest steps nudged apart so that none repeats.
 
     An explicit sequence (strictly decreasing, each in 1..T) is accepted too and returned as is.
     Book chapter 7, claim D8. Returns a ``LongTensor`` of length ``steps``.
@@ -59,15 +60,15 @@ def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> Tensor:
     elif spacing == "linspace":
         seq = np.round(np.linspace(1, T, steps))[::-1].astype(np.int64)
     elif spacing == "quadratic":
-        seq = (np.floor(np.linspace(0, math.sqrt(0.8 * T), steps) ** 2).astype(np.int64) + 1)[::-1]
-        if len(np.unique(seq)) < steps:
-            raise ValueError(
-                f"spacing 'quadratic' repeats time steps for steps = {steps} with T = {T}; "
-                "use fewer steps or another spacing"
-            )
+        seq = np.floor(np.linspace(0, math.sqrt(0.8 * T), steps) ** 2).astype(np.int64) + 1
+        # DDIM's code repeats the smallest steps (floor of k^2 c for small k); nudge each to at
+        # least one past its predecessor so the sequence is strictly increasing.
+        seq = np.maximum(seq, np.arange(steps) + 1)
+        seq = np.maximum.accumulate(seq - np.arange(steps)) + np.arange(steps)
+        seq = seq[::-1]
     else:
         raise ValueError(f"spacing must be one of {SPACINGS} or an explicit decreasing sequence, got {spacing!r}")
-    return torch.as_tensor(np.ascontiguousarray(seq), dtype=torch.long)
+    return torch.tensor(np.array(seq, dtype=np.int64, copy=True).tolist(), dtype=torch.long)
 
 
 # ---------------------------------------------------------------------- one step
