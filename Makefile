@@ -1,0 +1,37 @@
+# Diffusion, Derived: the two set-up commands are `make book` and `make test` (see README.md).
+PYTHON ?= python3
+PORT ?= 8000
+BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _config.yml _toc.yml $(wildcard ddpm/*.py ddpm/nets/*.py)
+
+.PHONY: install system-deps book test test-fast serve clean
+
+# Debian packages: headless Chromium + driver for the browser tests, Fashion-MNIST for the data tests.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver dataset-fashion-mnist >/dev/null; \
+	  else echo "warning: install Debian's chromium, chromium-driver and dataset-fashion-mnist (needs root)"; fi; \
+	fi
+
+install: system-deps
+	$(PYTHON) -m pip install -q -r requirements.txt
+	$(PYTHON) -m pip install -q --no-deps -e .
+
+# Builds the website into _build/html, executing every notebook; fails on any warning or error.
+_build/html/index.html: $(BOOK_SOURCES)
+	$(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . --all -W --keep-going
+	@touch $@
+
+book: install _build/html/index.html
+
+# Every test: the package (pytest), the notebooks (nbval) and the website (headless Chromium).
+test: install _build/html/index.html
+	$(PYTHON) -m pytest
+
+serve:
+	@test -f _build/html/index.html || { echo "run 'make book' first"; exit 1; }
+	@echo "Serving the book at http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
+	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+clean:
+	rm -rf _build
