@@ -130,7 +130,11 @@ def decoder_variance(schedule, variance: str = "small") -> float:
 
 def decoder_nll(model, schedule, x0: Tensor, noise: Tensor | None = None, variance: str = "small", *, generator=None, bin_width: float = DEFAULT_BIN_WIDTH) -> Tensor:
     """``L_0 = -log p_theta(x0 | x1)`` per example, with DDPM's discretised Gaussian decoder
-    (eq. 13). It depends on theta (claim E4; SPEC B4)."""
+    (eq. 13). It depends on theta (claim E4; SPEC B4).
+
+    This is the log of a probability *mass* (of the bin of width ``bin_width`` around ``x0``),
+    while the other terms are KLs between densities: to compare the whole bound with a continuous
+    log-density, add ``d * log(bin_width)`` (book chapter 4 does so)."""
     noise = _noise_like(x0, noise, generator)
     x1 = q_sample(schedule, x0, 1, noise)
     eps = _call(model, x1, 1).to(torch.float64)
