@@ -47,7 +47,8 @@ def loss_simple(model, schedule, x0: Tensor, generator: torch.Generator | None =
     noise = _noise_like(x0, noise, generator)
     x_t = q_sample(schedule, x0, t, noise)
     eps = _call(model, x_t, t)
-    return (eps.float() - noise.float()).pow(2).mean()
+    dtype = torch.promote_types(eps.dtype, torch.float32)  # at least float32, even under bf16 autocast
+    return (eps.to(dtype) - noise.to(dtype)).pow(2).mean()
 
 
 def gaussian_kl(mean1, var1, mean2, var2) -> Tensor:
