@@ -46,3 +46,9 @@ from .testbed import GaussianMixture
 __version__ = "0.1.0"
 
 # --- models, training, data, metrics (book chapters 6-7): exported below this line ---
+from .nets import MLP, MLPConfig, UNet, UNetConfig, sinusoidal_embedding
+from .data import load_dataset, read_idx, load_cifar10, load_array, make_toy, toy_mixture, DATASETS, TOYS
+from .ema import EMA
+from .train import TrainConfig, TrainResult, train
+from .checkpoint import Checkpoint, save_checkpoint, load_checkpoint, latest_checkpoint
+from .metrics import sliced_wasserstein, energy_distance, frechet_distance, distance_report
