@@ -1,7 +1,7 @@
 # Diffusion, Derived: the two set-up commands are `make book` and `make test` (see README.md).
 PYTHON ?= python3
 PORT ?= 8000
-BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _config.yml _toc.yml $(wildcard ddpm/*.py ddpm/nets/*.py)
+BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _config.yml _toc.yml $(wildcard ddpm/*.py ddpm/nets/*.py) $(wildcard scripts/site_fixes.py scripts/site_static/*)
 
 .PHONY: install system-deps book test test-fast serve clean
 
@@ -31,7 +31,7 @@ test: install _build/html/index.html
 serve:
 	@test -f _build/html/index.html || { echo "run 'make book' first"; exit 1; }
 	@echo "Serving the book at http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"
-	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+	$(PYTHON) scripts/serve.py --port $(PORT)
 
 clean:
 	rm -rf _build
