@@ -1,0 +1,34 @@
+"""Wrap an eps-model for fast GPU sampling without touching the core sampler loops.
+
+``FastEps(model, bf16=True, channels_last=True, cudagraphs=True)`` is a drop-in ``model(x_t, t) -> eps``:
+it compiles the network (``torch.compile``, mode "reduce-overhead" = CUDA graphs, which removes the per-layer
+kernel-launch cost that dominates a 35M-parameter U-Net at batch 256 on a host with a slow CPU), runs it in
+bf16 autocast if asked, and returns float32 eps in the caller's memory layout, so ``ddpm.sample_ddim`` /
+``ddpm.sample_ddpm`` run unchanged around it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FastEps(nn.Module):
+    def __init__(self, model: nn.Module, bf16: bool = True, channels_last: bool = True, cudagraphs: bool = True,
+                 compile: bool = True):
+        super().__init__()
+        self.model = model.eval()
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.bf16, self.cl, self.cudagraphs = bf16, channels_last, cudagraphs and compile
+        mode = "reduce-overhead" if self.cudagraphs else "default"
+        self.net = torch.compile(self.model, mode=mode) if compile else self.model
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        xin = x.contiguous(memory_format=torch.channels_last) if self.cl else x  # (B, C, H, W)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            eps = self.net(xin, t)  # (B, C, H, W); a CUDA-graph output buffer, reused by the next replay
+        return eps.to(dtype=x.dtype, memory_format=torch.contiguous_format, copy=True)  # owned copy
