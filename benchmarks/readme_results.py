@@ -1,0 +1,77 @@
+"""Render the README's results section from the committed JSON (nobody types a measured number).
+
+    python benchmarks/readme_results.py          # rewrite the block in README.md
+    python benchmarks/readme_results.py --check  # exit 1 if README.md is out of date
+
+tests/test_readme.py runs the check.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- results:start (made by benchmarks/readme_results.py) -->", "<!-- results:end -->"
+
+
+def render() -> str:
+    s = json.loads((RESULTS / "summary.json").read_text())
+    c = json.loads((RESULTS / "cpu_digits.json").read_text())
+    fd = s["fashion_fd"]
+    lines = [
+        START,
+        f"GPU ({s['device']}, torch {s['sources']['train']['torch']}, diffusers {s['sources']['train']['diffusers']}; "
+        "the DDPM CIFAR-10 network, "
+        f"{s['params']['ours']:,} parameters in both implementations):",
+        "",
+        "| measurement | result |",
+        "|---|---|",
+        f"| training, batch 128 ({s['train_ours_mode']}) | {s['train_ours_img_per_s']:,.0f} img/s, "
+        f"{s['train_speedup_vs_diffusers']:.2f}x diffusers' best mode ({s['train_peer_mode']}, {s['train_peer_img_per_s']:,.0f} img/s) |",
+    ]
+    if "train_speedup_vs_diffusers_same_recipe" in s:
+        lines.append(
+            f"| training, diffusers with our recipe | {s['train_peer_same_recipe_img_per_s']:,.0f} img/s: ours is "
+            f"{s['train_speedup_vs_diffusers_same_recipe']:.2f}x |"
+        )
+    lines += [
+        f"| model FLOP utilisation (training) | {100 * s['train_ours_mfu_vs_measured_matmul']:.0f}% of the measured bf16 matmul rate |",
+        f"| DDIM-50, 256 images, bf16 | {s['ours_ddim50_s_bf16']:.2f} s, {s['ddim50_speedup_vs_diffusers_bf16']:.2f}x faster than diffusers |",
+        f"| DDPM-1000 over DDIM-50 wall time | {s['ddpm1000_over_ddim50']:.2f} (ideal 20) |",
+        f"| Fashion-MNIST Frechet distance, DDIM-50 (eta 0) over DDPM-1000 | {s['fd_ddim50_over_ddpm1000']:.2f} "
+        f"({fd['ddim50_eta0']:.2f} vs {fd['ddpm1000']:.2f}; data vs data {fd['data_vs_data']:.2f}) |",
+        f"| Fashion-MNIST, S = 10: eta 0 vs eta 1 | {fd['ddim10_eta0']:.2f} vs {fd['ddim10_eta1']:.2f} |",
+        f"| Fashion-MNIST bits/dim (test subset) | {s['fashion_bits_per_dim']:.2f} |",
+        "",
+        f"CPU ({c['machine']['cpu_count']} cores, torch {c['machine']['torch']}, {c['machine']['torch_threads']} thread): "
+        f"the digits U-Net trains at {c['steps_per_sec']:.1f} steps/s (batch {c['train_config']['batch_size']}) and draws "
+        f"recognisable digits after {c['recognisable_at_step']} steps, {c['recognisable_at_train_seconds'] / 60:.1f} minutes "
+        f"({c['recognisable_criterion']}).",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        print("README.md has no results block", file=sys.stderr)
+        return 1
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = head + render() + tail
+    if "--check" in sys.argv:
+        if new != text:
+            print("README.md's results block is out of date: run python benchmarks/readme_results.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
