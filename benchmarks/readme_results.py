@@ -50,8 +50,18 @@ def render() -> str:
         f"the digits U-Net trains at {c['steps_per_sec']:.1f} steps/s (batch {c['train_config']['batch_size']}) and draws "
         f"recognisable digits after {c['recognisable_at_step']} steps, {c['recognisable_at_train_seconds'] / 60:.1f} minutes "
         f"({c['recognisable_criterion']}).",
-        END,
     ]
+    timing = RESULTS / "book_timing.json"
+    if timing.exists():
+        b = json.loads(timing.read_text())
+        slowest = max(b["notebooks"], key=lambda r: r["seconds"])
+        lines += [
+            "",
+            f"The whole book executes in {b['total_seconds'] / 60:.1f} minutes on {b['machine']['cpu_count']} CPU cores "
+            f"(limit {b['limit_seconds'] // 60}); the slowest notebook is `{slowest['notebook']}` at "
+            f"{slowest['seconds']:.0f} s ([`benchmarks/results/book_timing.json`](benchmarks/results/book_timing.json)).",
+        ]
+    lines.append(END)
     return "\n".join(lines)
 
 
