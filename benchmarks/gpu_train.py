@@ -9,6 +9,14 @@ float32, a profile of the fastest mode, and a probe of the ``fashion-mnist`` pre
 
     GIT_COMMIT=$(git rev-parse HEAD) python benchmarks/gpu_train.py --budget 540
 
+The ``fair`` stage (``--stages fair --name train_fair.json``) answers the fairness question: diffusers'
+network trained with exactly our fastest recipe (bf16 + compile with CUDA graphs + channels-last + fused
+AdamW), our network re-measured in the same process as the baseline, and a ``torch.profiler`` summary of
+both (top CUDA kernels by self CUDA time, grouped into convolution / GEMM+attention / normalization+
+elementwise / optimizer / other):
+
+    GIT_COMMIT=$(git rev-parse HEAD) python benchmarks/gpu_train.py --stages fair --name train_fair.json --budget 440
+
 writes ``$OUT/train.json`` (or ``benchmarks/results/train.json``). ``--quick`` runs tiny sizes on the CPU
 to check the script itself.
 """
@@ -113,6 +121,102 @@ def profile_table(tr: Trainer, steps: int = 5) -> str:
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70)
 
 
+BUCKETS = ("convolution", "GEMM/attention", "normalization/elementwise", "optimizer", "other")
+
+
+def kernel_bucket(name: str) -> str:
+    """Group a CUDA kernel by its name (cuDNN/cuBLAS/CUTLASS/Triton/ATen naming)."""
+    n = name.lower()
+    if any(k in n for k in ("multi_tensor_apply", "adam", "foreach", "lpnorm")):
+        return "optimizer"  # fused AdamW and clip_grad_norm_'s foreach norm / scale
+    if any(k in n for k in ("flash", "fmha", "sdpa", "attention", "attn")):
+        return "GEMM/attention"
+    if "triton_tem" in n:
+        return "convolution" if "conv" in n else "GEMM/attention"
+    if "triton_" in n:
+        return "normalization/elementwise"  # inductor's fused GroupNorm/SiLU/add/cast kernels
+    if any(k in n for k in ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm", "implicit_precomp",
+                            "nchwtonhwc", "nhwctonchw", "cudnn", "winograd")):
+        return "convolution"
+    if any(k in n for k in ("gemm", "nvjet", "cublas", "cutlass", "xmma", "sm90_", "sm80_", "ampere_",
+                            "hopper", "splitk", "bmm", "mm_")):
+        return "GEMM/attention"
+    if any(k in n for k in ("elementwise", "reduce", "norm", "softmax", "silu", "copy", "cat", "index",
+                            "gather", "scatter", "fill", "dropout", "philox", "unrolled", "vectorized")):
+        return "normalization/elementwise"
+    return "other"
+
+
+def is_annotation(name: str) -> bool:
+    """GPU-side user annotations (``Optimizer.step#AdamW.step``, ``## Call CompiledFxGraph ... ##``) span kernels
+    that are also listed on their own: counting them would count that time twice."""
+    return name.startswith("## ") or ("#" in name and "<" not in name and "(" not in name)
+
+
+def drop_annotations(ks: dict) -> dict:
+    """Add ``*_excl_annotations`` keys to a kernel summary, from its ``top`` rows (annotations ranked below the
+    top rows cannot be removed this way; ``kernel_summary`` now filters them at the source)."""
+    ann = [r for r in ks["top"] if is_annotation(r["name"])]
+    total = ks["kernel_ms_per_step"] - sum(r["self_ms_per_step"] for r in ann)
+    b = dict(ks["buckets_ms_per_step"])
+    for r in ann:
+        b[r["bucket"]] -= r["self_ms_per_step"]
+    ks.update(annotations_excluded=[r["name"] for r in ann], kernel_ms_per_step_excl_annotations=total,
+              gpu_busy_share_excl_annotations=total / ks["wall_ms_per_step"], buckets_ms_per_step_excl_annotations=b,
+              buckets_share_excl_annotations={k: v / total for k, v in b.items()},
+              top_excl_annotations=[dict(r, share=r["self_ms_per_step"] / total) for r in ks["top"]
+                                    if not is_annotation(r["name"])])
+    return ks
+
+
+def kernel_summary(tr: Trainer, steps: int = 10, warm: int = 3, top: int = 15) -> dict:
+    """Profile ``steps`` training steps; per step: top kernels by self CUDA time, buckets, GPU-busy share.
+
+    On a CPU-only machine (the --quick check) the CPU operators stand in for the kernels."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = tr.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for _ in range(warm):
+        tr.step()
+    sync()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            tr.step()
+        sync()
+        wall = time.perf_counter() - t0
+    avg = prof.key_averages()
+    if cuda:
+        evs = [e for e in avg if e.device_type == DeviceType.CUDA and not is_annotation(e.key)]
+        self_us = lambda e: getattr(e, "self_device_time_total", None) or e.self_cuda_time_total  # noqa: E731
+    else:
+        evs = [e for e in avg if e.key.startswith("aten::")]
+        self_us = lambda e: e.self_cpu_time_total  # noqa: E731
+    rows = sorted(((e.key, self_us(e) / 1e3 / steps, e.count / steps) for e in evs), key=lambda r: -r[1])
+    total = sum(r[1] for r in rows)
+    buckets = {b: 0.0 for b in BUCKETS}
+    launches = {b: 0.0 for b in BUCKETS}
+    for name, ms, n in rows:
+        buckets[kernel_bucket(name)] += ms
+        launches[kernel_bucket(name)] += n
+    return drop_annotations({
+        "steps": steps, "activity": "cuda kernels" if cuda else "cpu aten ops (quick check)",
+        "wall_ms_per_step": wall * 1e3 / steps, "kernel_ms_per_step": total,
+        "gpu_busy_share": total / (wall * 1e3 / steps), "kernels_per_step": sum(r[2] for r in rows),
+        "distinct_kernels": len(rows),
+        "buckets_ms_per_step": buckets,
+        "buckets_share": {b: (v / total if total else 0.0) for b, v in buckets.items()},
+        "buckets_kernels_per_step": launches,
+        "top": [{"name": name[:160], "bucket": kernel_bucket(name), "self_ms_per_step": ms, "calls_per_step": n,
+                 "share": ms / total if total else 0.0} for name, ms, n in rows[:top]],
+        "table": prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                           row_limit=40, max_name_column_width=90),
+    })
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for the whole script")
@@ -126,7 +230,8 @@ def main(argv=None):
     ap.add_argument("--stages", default="throughput,curve,profile,probe", help="comma-separated subset")
     ap.add_argument("--name", default="train.json", help="output file name under $OUT")
     ap.add_argument("--fast-mode", default="bf16+compile+cl+fused+cudagraphs", help="mode of the curve/profile "
-                    "when the throughput stage is skipped")
+                    "when the throughput stage is skipped, and the recipe of the fair stage")
+    ap.add_argument("--profile-steps", type=int, default=10, help="profiled steps of the fair stage")
     args = ap.parse_args(argv)
     dl = common.Deadline(args.budget)
     out = common.out_dir()
@@ -202,6 +307,72 @@ def main(argv=None):
                        "same_mode_speedups": {m: ours[m] / peer[m] for m in peer if m in ours}}
         print("best", res["best"], flush=True)
     save()
+
+    # -- fairness: diffusers' network with exactly our fastest recipe, ours re-measured beside it, profiles
+    if "fair" in stages:
+        fair_mode = "fp32" if args.quick or device.type != "cuda" else args.fast_mode
+        fair = res.setdefault("fair", {"mode": fair_mode, "train": {}, "profile": {}})
+        keep = {}
+        for which in ("peer", "ours"):  # the unknown first
+            label = f"{which}:{fair_mode}"
+            if dl.left() < 100 and not args.quick:
+                res["errors"][f"fair:{label}"] = "skipped: out of time"
+                continue
+            try:
+                torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
+                tr = Trainer(build(which, device), schedule, pool, args.batch, fair_mode)
+                if device.type == "cuda":
+                    r = throughput(tr, args.warmup, args.steps, args.repeats)
+                else:
+                    t0 = time.perf_counter()
+                    tr.step()
+                    r = {"img_per_s": args.batch / (time.perf_counter() - t0)}
+                r["tflops"] = 3 * res["models"][which]["fwd_flops"] * r["img_per_s"] / 1e12
+                if "matmul_bf16_flops" in res:
+                    r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / res["matmul_bf16_flops"]
+                    r["mfu_vs_datasheet"] = r["tflops"] * 1e12 / common.H100_BF16_DENSE_PEAK
+                fair["train"][which] = r
+                keep[which] = tr
+                print("fair", label, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)},
+                      f"t={dl.elapsed():.0f}s", flush=True)
+            except Exception as e:  # noqa: BLE001
+                res["errors"][f"fair:{label}"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
+                print("ERROR fair", label, res["errors"][f"fair:{label}"], flush=True)
+            save()
+        if "peer" in fair["train"] and "ours" in fair["train"]:
+            fair["speedup_same_recipe"] = fair["train"]["ours"]["img_per_s"] / fair["train"]["peer"]["img_per_s"]
+            print("fair speedup", fair["speedup_same_recipe"], flush=True)
+        for which in ("ours", "peer"):  # ours is the profile asked for; the peer's if time is left
+            if which not in keep or (dl.left() < 40 and not args.quick):
+                continue
+            try:
+                ks = kernel_summary(keep[which], steps=2 if args.quick else args.profile_steps)
+                (out / f"train_fair_profile_{which}.txt").write_text(ks.pop("table"))
+                fair["profile"][which] = ks
+                print("profile", which, {k: v for k, v in ks.items() if k not in ("top",)}, flush=True)
+                for row in ks["top"]:
+                    print(f"  {row['self_ms_per_step']:8.3f} ms {row['calls_per_step']:6.1f}x {row['bucket']:26s} "
+                          f"{row['name'][:100]}", flush=True)
+            except Exception as e:  # noqa: BLE001
+                res["errors"][f"fair:profile:{which}"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
+                print("ERROR profile", which, res["errors"][f"fair:profile:{which}"], flush=True)
+            save()
+        keep.clear()
+        # insurance: if the profiler saw no kernels inside the CUDA-graph replays, profile the same inductor
+        # kernels without graphs (one more compile)
+        po = fair["profile"].get("ours")
+        if device.type == "cuda" and po is not None and po["kernels_per_step"] < 50 and dl.left() > 150:
+            try:
+                tr = Trainer(build("ours", device), schedule, pool, args.batch, "bf16+compile+cl+fused")
+                ks = kernel_summary(tr, steps=args.profile_steps, warm=args.warmup)
+                (out / "train_fair_profile_ours_nographs.txt").write_text(ks.pop("table"))
+                fair["profile"]["ours_nographs"] = ks
+                print("profile ours_nographs", ks["buckets_ms_per_step"], flush=True)
+                del tr
+            except Exception as e:  # noqa: BLE001
+                res["errors"]["fair:profile:ours_nographs"] = "".join(
+                    traceback.format_exception_only(type(e), e))[-2000:]
+        save()
 
     # -- numerics: a short real run (Fashion-MNIST padded to 32x32, 3 channels) fast mode vs float32
     fast = res.get("best", {}).get("ours_mode", args.fast_mode)
