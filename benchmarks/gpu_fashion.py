@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from fastpath import FastEps  # noqa: E402
+from ddpm.fast import FastEps  # noqa: E402
 from gpu_train import MODES, Trainer  # noqa: E402
 
 import ddpm  # noqa: E402

@@ -3,7 +3,7 @@
 Peer: diffusers' ``UNet2DModel`` (DDPM CIFAR-10 configuration) in diffusers' own loops (``DDIMScheduler`` /
 ``DDPMScheduler``, ``set_timesteps`` then ``step``), float32 and bf16 (autocast, and bf16 weights: the
 faster counts). Ours: ``UNet.preset("ddpm-cifar10")`` in the core loops ``ddpm.sample_ddim`` /
-``ddpm.sample_ddpm``, the network wrapped by ``benchmarks/fastpath.FastEps`` (torch.compile with CUDA
+``ddpm.sample_ddpm``, the network wrapped by ``ddpm.fast.FastEps`` (torch.compile with CUDA
 graphs, channels-last; bf16 autocast in the bf16 rows). The diffusers network also runs in our loops with
 the same wrapper, so that loop and network effects can be told apart. Warm-up excluded; CUDA events;
 medians. Both networks get weights from the default initialisation (ours with its zero-initialised output
@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from fastpath import FastEps  # noqa: E402
+from ddpm.fast import FastEps  # noqa: E402
 
 import ddpm  # noqa: E402
 from ddpm.nets.unet import UNet  # noqa: E402

@@ -158,7 +158,7 @@ md(r"""
 ## Sampling 256 images
 
 Ours: the core loops `ddpm.sample_ddim` / `ddpm.sample_ddpm`, unchanged, around the network wrapped by
-`benchmarks/fastpath.FastEps` (compiled, CUDA graphs, channels-last; bf16 autocast in the bf16 rows).
+`ddpm.fast.FastEps` (in `benchmarks/fastpath.py` when these numbers were measured) (compiled, CUDA graphs, channels-last; bf16 autocast in the bf16 rows).
 diffusers: its documented loop (`set_timesteps`, then `unet(x, t).sample` and `scheduler.step`), float32
 and bf16 (autocast and bf16 weights; the faster counts). Medians of repeats after a warm-up run.
 """)

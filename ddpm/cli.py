@@ -108,6 +108,8 @@ def cmd_train(a) -> int:
         device=a.device,
         bf16=a.bf16,
         compile=a.compile,
+        compile_mode=a.compile_mode,
+        channels_last=a.channels_last,
         log_every=a.log_every,
     )
     out = Path(a.out)
@@ -139,8 +141,10 @@ def _check_steps(sampler: str, steps, T: int) -> int:
     return steps
 
 
-def _draw(ck, device, sampler: str, steps: int, eta: float, n: int, seed: int, progress: bool, raw: bool = False, batch: int = 0):
-    """n samples from the checkpoint's EMA (or raw) weights, in batches; CPU float32 tensor."""
+def _draw(ck, device, sampler: str, steps: int, eta: float, n: int, seed: int, progress: bool, raw: bool = False, batch: int = 0,
+          fast: bool = False):
+    """n samples from the checkpoint's EMA (or raw) weights, in batches; CPU float32 tensor.
+    ``fast``: CUDA only, the network runs through :class:`ddpm.fast.FastEps` (bf16, CUDA graphs)."""
     from .samplers import sample_ddim, sample_ddpm
 
     if n < 1:
@@ -150,6 +154,12 @@ def _draw(ck, device, sampler: str, steps: int, eta: float, n: int, seed: int, p
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"--sampler must be 'ddpm' or 'ddim', got {sampler!r}")
     model = ck.model if raw or ck.ema is None else ck.ema
+    if fast:
+        if torch.device(device).type != "cuda":
+            raise ValueError("--fast needs CUDA (bf16 and CUDA graphs); drop it to sample on the CPU")
+        from .fast import FastEps
+
+        model = FastEps(model.to(device), channels_last=hasattr(model.config, "image_size"))
     s = ck.schedule.to(device)
     shape_item = _item_shape(ck)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -216,7 +226,7 @@ def cmd_sample(a) -> int:
     out = Path(a.out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
         raise ValueError(f"--out must be an image file (.png, .pdf, .svg, .jpg), got {out}")
-    x = _draw(ck, device, a.sampler, steps, a.eta, a.n, a.seed, not a.no_progress, a.raw_weights, a.batch)
+    x = _draw(ck, device, a.sampler, steps, a.eta, a.n, a.seed, not a.no_progress, a.raw_weights, a.batch, a.fast)
     raw = out.with_suffix(".npy")
     save_figure(x, out, f"{a.sampler}, {steps} steps, eta={a.eta if a.sampler == 'ddim' else 1}, step {ck.step}")
     np.save(raw, x.numpy())
@@ -245,7 +255,7 @@ def cmd_evaluate(a) -> int:
         n = a.n or min(1000, data.shape[0] // 2)
         if 2 * n > data.shape[0]:
             raise ValueError(f"-n {n} is too large: the {name} baseline needs 2 n data points and there are {data.shape[0]}; use -n {data.shape[0] // 2} or less")
-    x = _draw(ck, device, a.sampler, steps, a.eta, n, a.seed, not a.no_progress, a.raw_weights, a.batch)
+    x = _draw(ck, device, a.sampler, steps, a.eta, n, a.seed, not a.no_progress, a.raw_weights, a.batch, a.fast)
     result = {"checkpoint": str(ck.path), "step": ck.step, "data": name, "sampler": a.sampler, "steps": steps,
               "eta": a.eta if a.sampler == "ddim" else 1.0, "n": n, "metrics": {}}
     if x.dim() == 2:
@@ -319,6 +329,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=int, default=100)
     t.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    t.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="with --compile: reduce-overhead captures each step in CUDA graphs (fastest measured)")
+    t.add_argument("--channels-last", action="store_true", help="NHWC activations for image models (CUDA only)")
     common(t)
     t.set_defaults(func=cmd_train)
 
@@ -333,6 +346,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--batch", type=int, default=0, help="samples per batch (0: all at once)")
         s.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
+        s.add_argument("--fast", action="store_true", help="CUDA only: bf16 autocast + CUDA graphs for the network (ddpm.fast.FastEps)")
         if name == "sample":
             s.add_argument("--out", default="samples.png", help="image file; the raw samples go beside it as .npy")
         else:

@@ -52,6 +52,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     bf16: bool = False  # bf16 autocast for the forward pass (CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only)
+    compile_mode: str = "default"  # "reduce-overhead" captures the step in CUDA graphs: 2x on a launch-bound host (benchmarks/NOTES.md)
+    channels_last: bool = False  # NHWC activations for image models (CUDA; with bf16 + compile)
     log_every: int = 100  # steps between progress-bar updates, NaN checks and loss read-backs
 
     def __post_init__(self):
@@ -68,12 +70,14 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not (isinstance(self.grad_clip, numbers.Real) and self.grad_clip >= 0):
             raise ValueError(f"TrainConfig.grad_clip must be >= 0 (0: off), got {self.grad_clip!r}")
+        if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ValueError(f"TrainConfig.compile_mode must be one of default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs; got {self.compile_mode!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"TrainConfig.device must be a string such as 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
 
 # Fields that may change between a checkpoint and the run that resumes it without breaking exactness.
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "compile"}
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "compile", "compile_mode", "channels_last"}
 
 
 @dataclass
@@ -162,8 +166,8 @@ def train(
         raise ValueError(f"schedule must be a ddpm.Schedule, got {type(schedule).__name__}")
     data = _check_data(data)
     device = resolve_device(config.device)
-    if (config.bf16 or config.compile) and device.type != "cuda":
-        which = "bf16 autocast" if config.bf16 else "torch.compile"
+    if (config.bf16 or config.compile or config.channels_last) and device.type != "cuda":
+        which = "bf16 autocast" if config.bf16 else ("torch.compile" if config.compile else "channels_last")
         raise ValueError(f"{which} is only supported on CUDA here (device is {device}); drop bf16/compile to train on the CPU")
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
@@ -205,7 +209,9 @@ def train(
             torch.set_rng_state(global_rng["torch"])
         if global_rng and "cuda" in global_rng and device.type == "cuda":
             torch.cuda.set_rng_state(global_rng["cuda"], device)
-        net = torch.compile(model) if config.compile else model
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        net = torch.compile(model, mode=config.compile_mode) if config.compile else model
         result = _loop(net, model, ema, opt, sched, schedule, data, config, gen, device, out_dir, progress,
                        start, losses, last_ckpt, meta)
     result.resumed_from = start
@@ -241,6 +247,7 @@ def _loop(net, model, ema, opt, sched, schedule, data, config, gen, device, out_
         bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 else None
     params = [p for p in model.parameters() if p.requires_grad]
+    cudagraphs = config.compile and config.compile_mode in ("reduce-overhead", "max-autotune")
     model.train()
 
     def flush(step: int) -> None:
@@ -261,8 +268,12 @@ def _loop(net, model, ema, opt, sched, schedule, data, config, gen, device, out_
     step = start
     try:
         for step in range(start + 1, config.steps + 1):
+            if cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten
             idx = torch.randint(0, N, (B,), generator=gen, device=device)
             x0 = data[idx]  # (B, ...)
+            if config.channels_last and x0.dim() == 4:
+                x0 = x0.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC in memory
             for g in opt.param_groups:
                 g["lr"] = lr_at(config, step)
             if autocast is not None:

@@ -1,4 +1,4 @@
-"""Wrap an eps-model for fast GPU sampling without touching the core sampler loops.
+"""Fast GPU sampling: wrap an eps-model without touching the core sampler loops.
 
 ``FastEps(model, bf16=True, channels_last=True, cudagraphs=True)`` is a drop-in ``model(x_t, t) -> eps``:
 it compiles the network (``torch.compile``, mode "reduce-overhead" = CUDA graphs, which removes the per-layer
@@ -14,6 +14,14 @@ from torch import nn
 
 
 class FastEps(nn.Module):
+    """``model(x_t, t) -> eps`` compiled for speed; ``sample_ddim(FastEps(net), ...)`` as usual.
+
+    ``bf16``: autocast the network to bfloat16 (eps is returned in the caller's dtype);
+    ``channels_last``: NHWC activations for cuDNN; ``cudagraphs``: ``torch.compile`` with
+    mode "reduce-overhead" (CUDA graphs; set ``compile=False`` for an eager wrapper, e.g. on the CPU).
+    The first calls compile (tens of seconds); measured speed-ups are in ``benchmarks/NOTES.md``.
+    """
+
     def __init__(self, model: nn.Module, bf16: bool = True, channels_last: bool = True, cudagraphs: bool = True,
                  compile: bool = True):
         super().__init__()
