@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the package from this checkout, as the subprocesses (cwd ROOT) see it
 
 
 def run(cmd: list[str], log) -> tuple[float, str]:
