@@ -270,6 +270,21 @@ def main(argv=None):
         order = [("peer", "fp32"), ("ours", "fp32")]
     if "throughput" not in stages:
         order = []
+    def measure(which: str, mode: str):
+        """One model in one mode through the shared Trainer: img/s (median of repeats), TFLOP/s, MFU."""
+        tr = Trainer(build(which, device), schedule, pool, args.batch, mode)
+        if device.type == "cuda":
+            r = throughput(tr, args.warmup, args.steps, args.repeats)
+        else:
+            t0 = time.perf_counter()
+            tr.step()
+            r = {"img_per_s": args.batch / (time.perf_counter() - t0)}
+        r["tflops"] = 3 * res["models"][which]["fwd_flops"] * r["img_per_s"] / 1e12  # forward + backward = 3 forwards
+        if "matmul_bf16_flops" in res:
+            r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / res["matmul_bf16_flops"]
+            r["mfu_vs_datasheet"] = r["tflops"] * 1e12 / common.H100_BF16_DENSE_PEAK
+        return tr, r
+
     for which, mode in order:
         label = f"{which}:{mode}"
         if dl.left() < 60:
@@ -277,18 +292,7 @@ def main(argv=None):
             continue
         try:
             torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
-            tr = Trainer(build(which, device), schedule, pool, args.batch, mode)
-            if device.type == "cuda":
-                r = throughput(tr, args.warmup, args.steps, args.repeats)
-            else:
-                t0 = time.perf_counter()
-                tr.step()
-                r = {"img_per_s": args.batch / (time.perf_counter() - t0)}
-            flops = res["models"][which]["fwd_flops"]
-            r["tflops"] = 3 * flops * r["img_per_s"] / 1e12  # forward + backward = 3 forwards
-            if "matmul_bf16_flops" in res:
-                r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / res["matmul_bf16_flops"]
-                r["mfu_vs_datasheet"] = r["tflops"] * 1e12 / common.H100_BF16_DENSE_PEAK
+            tr, r = measure(which, mode)
             res["train"][label] = r
             print(label, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, f"t={dl.elapsed():.0f}s", flush=True)
             del tr
@@ -320,17 +324,7 @@ def main(argv=None):
                 continue
             try:
                 torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
-                tr = Trainer(build(which, device), schedule, pool, args.batch, fair_mode)
-                if device.type == "cuda":
-                    r = throughput(tr, args.warmup, args.steps, args.repeats)
-                else:
-                    t0 = time.perf_counter()
-                    tr.step()
-                    r = {"img_per_s": args.batch / (time.perf_counter() - t0)}
-                r["tflops"] = 3 * res["models"][which]["fwd_flops"] * r["img_per_s"] / 1e12
-                if "matmul_bf16_flops" in res:
-                    r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / res["matmul_bf16_flops"]
-                    r["mfu_vs_datasheet"] = r["tflops"] * 1e12 / common.H100_BF16_DENSE_PEAK
+                tr, r = measure(which, fair_mode)
                 fair["train"][which] = r
                 keep[which] = tr
                 print("fair", label, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)},

@@ -46,7 +46,8 @@ def render() -> str:
         f"| Fashion-MNIST, S = 10: eta 0 vs eta 1 | {fd['ddim10_eta0']:.2f} vs {fd['ddim10_eta1']:.2f} |",
         f"| Fashion-MNIST bits/dim (test subset) | {s['fashion_bits_per_dim']:.2f} |",
         "",
-        f"CPU ({c['machine']['cpu_count']} cores, torch {c['machine']['torch']}, {c['machine']['torch_threads']} thread): "
+        f"CPU ({c['machine']['cpu_count']} cores, torch {c['machine']['torch']}, {c['machine']['torch_threads']} "
+        f"thread{'s' if c['machine']['torch_threads'] != 1 else ''}): "
         f"the digits U-Net trains at {c['steps_per_sec']:.1f} steps/s (batch {c['train_config']['batch_size']}) and draws "
         f"recognisable digits after {c['recognisable_at_step']} steps, {c['recognisable_at_train_seconds'] / 60:.1f} minutes "
         f"({c['recognisable_criterion']}).",
