@@ -312,7 +312,7 @@ def test_mathjax_is_bundled_and_configured(site):
     assert pages_with_math, "no page has math: is this the book?"
     for f in pages_with_math:
         html = (site / f"{f}.html").read_text("utf-8", "replace")
-        assert re.search(r'<script[^>]+src="[./]*_static/mathjax/tex-chtml\.js"', html), f"{f}: MathJax not loaded locally"
+        assert re.search(r'<script[^>]+src="[./]*_static/mathjax/tex-chtml\.js(\?[^"]*)?"', html), f"{f}: MathJax not loaded locally"
         assert '"abar"' in html, f"{f}: the book's MathJax macros (mathjax3_config) are missing"
 
 
