@@ -62,13 +62,11 @@ def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> Tensor:
     elif spacing == "quadratic":
         seq = np.floor(np.linspace(0, math.sqrt(0.8 * T), steps) ** 2).astype(np.int64) + 1
         # DDIM's code repeats the smallest steps (floor of k^2 c for small k); nudge each to at
-        # least one past its predecessor so the sequence is strictly increasing.
-        seq = np.maximum(seq, np.arange(steps) + 1)
-        seq = np.maximum.accumulate(seq - np.arange(steps)) + np.arange(steps)
-        seq = seq[::-1]
+        # least one past its predecessor (seq[k] - k non-decreasing) so none repeats.
+        seq = (np.maximum.accumulate(seq - k) + k)[::-1]
     else:
         raise ValueError(f"spacing must be one of {SPACINGS} or an explicit decreasing sequence, got {spacing!r}")
-    return torch.tensor(np.array(seq, dtype=np.int64, copy=True).tolist(), dtype=torch.long)
+    return torch.from_numpy(np.array(seq, dtype=np.int64))  # a copy: positive strides
 
 
 # ---------------------------------------------------------------------- one step

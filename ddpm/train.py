@@ -168,7 +168,7 @@ def train(
     device = resolve_device(config.device)
     if (config.bf16 or config.compile or config.channels_last) and device.type != "cuda":
         which = "bf16 autocast" if config.bf16 else ("torch.compile" if config.compile else "channels_last")
-        raise ValueError(f"{which} is only supported on CUDA here (device is {device}); drop bf16/compile to train on the CPU")
+        raise ValueError(f"{which} is only supported on CUDA here (device is {device}); drop bf16/compile/channels_last to train on the CPU")
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (the folder holding the checkpoints)")
