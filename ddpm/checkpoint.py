@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import TrainConfig
 from .schedule import Schedule
 
 MAGIC = b"DDPMCKPT1\n"
@@ -265,8 +266,6 @@ def load_checkpoint(path, device="cpu", *, strict: bool = True) -> Checkpoint:
     schedule = Schedule.from_betas(payload["betas"])
     config = payload.get("train_config")
     if config is not None:
-        from .train import TrainConfig
-
         try:
             config = TrainConfig(**config)
         except (TypeError, ValueError):
