@@ -28,7 +28,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,6 +363,14 @@ def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress
             bar.set_postfix(loss=f"{vals[-1]:.4f}", refresh=False)
         last_log = (step, now, paused)
 
+    old_term = None
+    if ctx.distributed and threading.current_thread() is threading.main_thread():
+        def on_term(signum, frame):  # torchrun stops the others when one process fails
+            raise PeerLost(f"process {ctx.rank} of {ctx.world_size} was stopped by the launcher at step {step} "
+                           f"(another process failed); " + (f"the last checkpoint is {last_ckpt}" if last_ckpt else
+                           "no checkpoint was written") + "; start the job again with --resume")
+
+        old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         for step in range(start + 1, config.steps + 1):
             step_fn(data, step)
@@ -390,7 +400,7 @@ def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress
         kept = f"the last checkpoint, {last_ckpt}, is kept: add --resume to continue" if last_ckpt else \
             "no checkpoint had been written yet, so nothing is kept"
         raise Interrupted(f"interrupted at step {step}; {kept}", last_ckpt, step) from None
-    except (FloatingPointError, ValueError, OSError):
+    except (FloatingPointError, ValueError, OSError, PeerLost):
         raise
     except RuntimeError as e:
         if ctx.distributed and _is_comm_error(e):
@@ -400,6 +410,8 @@ def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress
                            f"{kept}; start the job again with --resume") from None
         raise
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if bar is not None:
             bar.close()
     _sync(device)
