@@ -238,6 +238,9 @@ def _train_checked(model, schedule, data, config, out_dir, progress, resume, met
         if config.batch_size % ctx.world_size:
             raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the number "
                              f"of processes, {ctx.world_size}")
+        if ctx.distributed and config.cuda_graph:
+            raise ValueError("cuda_graph captures one process's step; under torchrun DistributedDataParallel all-reduces "
+                             "outside the graph: drop cuda_graph (compile_mode 'reduce-overhead' works per process)")
         msg = None
         if ctx.is_main and out_dir is not None:
             n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
