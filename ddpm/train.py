@@ -245,7 +245,7 @@ def _train_checked(model, schedule, data, config, out_dir, progress, resume, met
         if ctx.is_main and out_dir is not None:
             n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
             try:
-                folder = RunFolder(out_dir, check_bytes=b"\0" * min(4 * n_bytes + (1 << 16), 1 << 31))
+                folder = RunFolder(out_dir, need_bytes=4 * n_bytes)  # weights, EMA and AdamW's two moments
             except RunFolderError as e:
                 msg = str(e)
         msg = _dist.broadcast_error(msg, ctx)  # every process stops with rank 0's message
