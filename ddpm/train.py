@@ -233,7 +233,7 @@ def _train_checked(model, schedule, data, config, out_dir, progress, resume, met
     _check_model(model, schedule, data, device)
 
     ctx = _dist.context(device, timeout=config.dist_timeout)
-    folder = None
+    folder, ok = None, False
     try:
         if config.batch_size % ctx.world_size:
             raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the number "
@@ -253,12 +253,15 @@ def _train_checked(model, schedule, data, config, out_dir, progress, resume, met
             raise RunFolderError(msg)
         if folder is not None and folder.cleaned:
             print(f"removed {len(folder.cleaned)} temporary file(s) left by an interrupted write in {out_dir}", file=sys.stderr)
-        return _train(model, schedule, data, config, out_dir, progress and ctx.is_main, resume, meta, device, ctx, folder,
-                      caller_mode)
+        result = _train(model, schedule, data, config, out_dir, progress and ctx.is_main, resume, meta, device, ctx, folder,
+                        caller_mode)
+        ok = True
+        return result
     finally:
         if folder is not None:
             folder.close()
-        ctx.close()
+        if ok or ctx.backend == "gloo":
+            ctx.close()  # after a failed NCCL collective, ending the group can block: the process exits instead
 
 
 def _train(model, schedule, data, config, out_dir, progress, resume, meta, device, ctx, folder, caller_mode) -> TrainResult:
