@@ -132,6 +132,23 @@ def test_a_killed_process_ends_the_job_and_the_run_resumes_with_another_world_si
     assert steps == list(range(10, 601, 10))  # the log: rows up to the checkpoint kept, the rest appended once
 
 
+def test_the_command_line_trains_under_torchrun(tmp_path):
+    """(No --n here: torchrun's own parser takes it for an abbreviation of --nnodes/--nproc-per-node.)"""
+    from ddpm.checkpoint import list_checkpoints, load_checkpoint
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddpm",
+                        "train", "--data", "moons", "--T", "50", "--hidden", "16", "--layers", "1",
+                        "--batch-size", "32", "--steps", "20", "--checkpoint-every", "10", "--log-every", "5",
+                        "--no-progress", "--device", "cpu", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert [k for k, _ in list_checkpoints(out)] == [10, 20]
+    ck = load_checkpoint(out)
+    assert ck.meta["world_size"] == 2 and ck.meta["data"] == "moons" and len(ck.losses) == 20
+
+
 def test_shard_covers_every_index_once():
     from ddpm.distributed import shard
 
