@@ -1,7 +1,7 @@
 """The training loop: DDPM Algorithm 1 with AdamW, warm-up, gradient clipping and EMA weights
 (book chapter "Training and sampling").
 
-Design choices, each checked by ``tests/test_train.py`` and ``tests/test_distributed.py``:
+Design choices, each checked by the package's tests:
 
 - All randomness (batches, ``t``, ``eps``) comes from one ``torch.Generator`` seeded by
   ``config.seed``; the global RNG is seeded inside a ``fork_rng`` block (for dropout), so calling
