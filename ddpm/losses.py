@@ -131,7 +131,7 @@ def decoder_variance(schedule, variance: str = "small") -> float:
 
 def decoder_nll(model, schedule, x0: Tensor, noise: Tensor | None = None, variance: str = "small", *, generator=None, bin_width: float = DEFAULT_BIN_WIDTH) -> Tensor:
     """``L_0 = -log p_theta(x0 | x1)`` per example, with DDPM's discretised Gaussian decoder
-    (eq. 13). It depends on theta (claim E4; SPEC B4).
+    (eq. 13). It depends on theta (claim E4).
 
     This is the log of a probability *mass* (of the bin of width ``bin_width`` around ``x0``),
     while the other terms are KLs between densities: to compare the whole bound with a continuous

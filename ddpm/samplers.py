@@ -30,7 +30,7 @@ def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> Tensor:
     """The decreasing sequence ``tau_S > ... > tau_1`` of time steps a sampler visits.
 
     - ``"trailing"``: ``round(T - k T/S)`` for k = 0..S-1; starts at ``T`` (Lin et al. 2024).
-    - ``"leading"``: ``1 + k floor(T/S)``; never visits ``T``, a known trap (SPEC C).
+    - ``"leading"``: ``1 + k floor(T/S)``; never visits ``T``, a known trap.
     - ``"linspace"``: ``S`` points evenly spaced from 1 to ``T``, both included.
     - ``"quadratic"``: ``floor((k sqrt(0.8 T)/(S-1))^2) + 1`` (DDIM appendix D.2), the
       smallest steps nudged apart so that none repeats.
@@ -159,7 +159,7 @@ def ddim_step(
         x_{t_prev} = sqrt(abar_{t_prev}) x0_hat + sqrt(1 - abar_{t_prev} - sigma^2) eps + sigma z
 
     Claim D5 of book chapter 7. ``t_prev = 0`` uses ``abar_0 = 1`` (the last step returns
-    ``x0_hat``; SPEC C's trap). ``eta = 0`` is deterministic; ``noise`` is ignored where sigma is 0.
+    ``x0_hat``). ``eta = 0`` is deterministic; ``noise`` is ignored where sigma is 0.
     """
     if not (isinstance(eta, numbers.Real) and eta >= 0):
         raise ValueError(f"eta must be a number >= 0, got {eta!r}")

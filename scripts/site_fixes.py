@@ -23,8 +23,12 @@ Loaded from ``_config.yml``::
    CommonHTML into it. A page then loads no MathJax script at all (1.2 MB saved per page), only
    the few MathJax woff fonts it uses, copied to ``_static/mathjax/woff-v2``. A TeX error or an
    undefined macro is a build warning (``-W`` makes it an error). Needs ``node`` on the PATH.
-5. Weight: the theme's ``fontawesome.js`` (1.5 MB), its icon fonts, the ``.map`` files and, on pages
-   other than the search page, the 95 kB search index are removed from the built site.
+5. The cheat sheet is printed (headless Chromium, the print CSS of ``site_fixes.css``: A4) to
+   ``cheatsheet.pdf`` in the site's root and to ``_build/cheatsheet.pdf``; its page links the PDF.
+   ``python scripts/site_fixes.py cheatsheet`` (``make cheatsheet``) prints it again.
+6. Weight: the theme's ``fontawesome.js`` (1.5 MB), its icon fonts and glyph table, the ``.map`` files
+   are removed from the built site; so are the 95 kB search index on pages other than the search page
+   and sphinx-design's style sheet on pages that use none of its components.
 """
 
 from __future__ import annotations
@@ -167,26 +171,100 @@ _FONTAWESOME_TAG = re.compile(r'\s*<script[^>]*src="[^"]*_static/scripts/fontawe
 _SEARCH_TAGS = re.compile(r'\s*<script[^>]*src="[^"]*(?:_static/searchtools\.js|_static/language_data\.js|searchindex\.js)[^"]*"[^>]*>\s*</script>')
 
 
+_DESIGN_TAGS = re.compile(r'\s*<(?:link[^>]*href="[^"]*_static/sphinx-design\.min\.css[^"]*"[^>]*>'
+                          r'|script[^>]*src="[^"]*_static/design-tabs\.js[^"]*"[^>]*>\s*</script>)')
+_FA_GLYPHS = re.compile(r'(?:\.fa-[a-z0-9-]+:(?::)?(?:before|after),?)+\{content:"[^"]*"\}')
+
+
 def _slim(outdir: Path) -> None:
     for page in outdir.rglob("*.html"):
         text = page.read_text("utf-8")
         new = _FONTAWESOME_TAG.sub("", text)
         if page.name != "search.html":
             new = _SEARCH_TAGS.sub("", new)
+        if not re.search(r'class="(?:[^"]* )?sd-', new):  # sphinx-design's 55 kB, on pages that use it only
+            new = _DESIGN_TAGS.sub("", new)
         if new != text:
             page.write_text(new, "utf-8")
     static = outdir / "_static"
+    # the Font Awesome glyph table (".fa-xxx:before{content:...}", ~90 kB) of the theme's CSS: unused, the
+    # icons are masks (site_fixes.css)
+    for css in (static / "styles").glob("pydata-sphinx-theme*.css"):
+        text = css.read_text("utf-8")
+        new = _FA_GLYPHS.sub("", text)
+        if new != text:
+            css.write_text(new, "utf-8")
     for junk in {*static.rglob("*.map"), *(static / "scripts").glob("fontawesome.js*")}:
         junk.unlink(missing_ok=True)
     shutil.rmtree(static / "vendor" / "fontawesome", ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the cheat sheet as a PDF
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pdf-header-footer",
+                  "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
+CHEATSHEET_PAGE = "book/cheatsheet.html"
+CHEATSHEET_PDF = "cheatsheet.pdf"  # in the site's root: the cheat sheet page links ../cheatsheet.pdf
+
+
+def print_cheatsheet(site: Path, pdf: Path | None = None) -> Path:
+    """Print the built cheat sheet page with headless Chromium (its print CSS: A4) to ``site/cheatsheet.pdf``.
+
+    ``pdf``, if given, receives a copy too. Raises ``FileNotFoundError`` (one line, naming the fix) if the
+    page is not built or no Chromium is installed.
+    """
+    site = Path(site)
+    page = site / CHEATSHEET_PAGE
+    if not page.is_file():
+        raise FileNotFoundError(f"{page} not built: run make book first")
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        raise FileNotFoundError("no chromium to print the cheat sheet: apt-get install chromium")
+    out = site / CHEATSHEET_PDF
+    with tempfile.TemporaryDirectory(prefix="site-cheatsheet-") as profile:
+        res = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={out}",
+                              page.resolve().as_uri()], capture_output=True, text=True, timeout=300)
+    if res.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
+        raise RuntimeError(f"chromium could not print {page}: {res.stderr.strip()[-300:]}")
+    if pdf is not None:
+        Path(pdf).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, pdf)
+    return out
 
 
 def _finished(app, exc):
     if exc is not None or app.builder.format != "html":
         return
     outdir = Path(app.outdir)
+    # Sphinx does not always refresh a changed static file on an incremental build: copy ours again
+    for f in STATIC.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, outdir / "_static" / f.name)
     _slim(outdir)
     _typeset_math(app, outdir)
+    if (outdir / CHEATSHEET_PAGE).is_file():
+        try:
+            print_cheatsheet(outdir, outdir.parent / CHEATSHEET_PDF)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+            LOG.warning("cheat sheet PDF not written: %s", e)
+
+
+def main(argv=None) -> int:
+    """``python scripts/site_fixes.py cheatsheet [SITE]``: print the built cheat sheet (``make cheatsheet``)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "cheatsheet" or len(args) > 2:
+        print("usage: python scripts/site_fixes.py cheatsheet [SITE_DIR (default _build/html)]", file=sys.stderr)
+        return 2
+    site = Path(args[1]) if len(args) == 2 else Path(__file__).resolve().parents[1] / "_build" / "html"
+    try:
+        out = print_cheatsheet(site, site.parent / CHEATSHEET_PDF)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {site.parent / CHEATSHEET_PDF} (and {out})")
+    return 0
 
 
 def setup(app):
@@ -196,3 +274,7 @@ def setup(app):
     app.connect("html-page-context", _fix_scripts, priority=900)
     app.connect("build-finished", _finished, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """A small residual MLP noise predictor for 2-D (or any flat) data.
 
-Book: chapter "Training a denoiser" trains it on the 2-D toys. ``model(x_t, t)`` returns
+Book: chapter "Training and sampling" trains it on the 2-D toys. ``model(x_t, t)`` returns
 ``eps_hat`` with the shape of ``x_t``; ``t`` is a LongTensor ``(B,)`` on ``1..T`` (or an int).
 """
 

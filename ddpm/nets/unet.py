@@ -1,6 +1,6 @@
 """The DDPM U-Net (Ho et al. 2020, appendix B; a PixelCNN++ / Wide-ResNet backbone with self-attention).
 
-Book: chapter "Training a denoiser" (models section) and the GPU appendix. The network maps a noisy image
+Book: chapter "Training and sampling" (models section) and the GPU appendix. The network maps a noisy image
 ``x_t`` and its time index ``t`` to a prediction of the noise, ``eps_theta(x_t, t)`` (DDPM eq. 11-14).
 
 Layout (for ``channel_mults = (1, 2, 2, 2)`` at 32x32, the paper's CIFAR-10 network)::
