@@ -678,17 +678,18 @@ def test_menu_button_collapses_the_sidebar_on_desktop(site, base_url, driver):
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     driver.set_window_size(DESKTOP_WIDTH, 1000)
     _load(driver, f"{base_url}/{CHAPTERS[0]}.html")
-    width = "return document.getElementById('pst-primary-sidebar').getBoundingClientRect().width"
+    width = ("const s = document.getElementById('pst-primary-sidebar'); const r = s.getBoundingClientRect();"
+             "return getComputedStyle(s).visibility === 'hidden' ? 0 : Math.max(0, Math.round(r.right))")
     before = driver.execute_script(width)
     btn = _visible_button(driver, ".primary-toggle")
     assert btn is not None and before > 0, "no visible ☰ button or no sidebar at 1280 px"
     btn.click()
-    time.sleep(0.5)
+    time.sleep(0.8)  # the theme slides it out
     after = driver.execute_script(width)
     btn.click()
-    time.sleep(0.5)
+    time.sleep(0.8)
     again = driver.execute_script(width)
-    assert after == 0 and again > 0, f"☰ does not collapse and restore the sidebar: width {before} -> {after} -> {again}"
+    assert after == 0 and again > 0, f"☰ does not collapse and restore the sidebar: visible width {before} -> {after} -> {again}"
 
 
 # ----------------------------------------------------------------------------- the cheat sheet's PDF

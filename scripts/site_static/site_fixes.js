@@ -16,7 +16,20 @@
       });
     });
   }
+  // A box that scrolls sideways (a long equation, a wide table, a long code line) gets class site-scrolls,
+  // which draws the fading edge that tells the reader there is more (site_fixes.css).
+  const BOXES = '.bd-article div.math, .bd-article span.math, .bd-article pre, .bd-article .pst-scrollable-table-container, .bd-article .table-wrapper';
+  function markScrolling() {
+    document.querySelectorAll(BOXES).forEach(function (el) {
+      el.classList.toggle('site-scrolls', el.scrollWidth > el.clientWidth + 1);
+    });
+  }
+  let pending = null;
+  window.addEventListener('resize', function () { clearTimeout(pending); pending = setTimeout(markScrolling, 100); });
+  window.addEventListener('load', markScrolling);
+  document.addEventListener('toggle', markScrolling, true);  // a folded code cell opened
   function init() {
+    markScrolling();
     forward('.primary-toggle');
     forward('.secondary-toggle');
     // a click on the drawer's backdrop (the dialog element itself, outside its content) closes it
