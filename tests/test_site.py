@@ -411,12 +411,13 @@ function describe(el) {
          ' "' + (el.getAttribute('aria-label') || el.textContent || el.getAttribute('alt') || '').trim().replace(/\\s+/g, ' ').slice(0, 70) + '"';
 }
 function hidden(el) { return !(el.offsetWidth || el.offsetHeight || el.getClientRects().length); }
-function scrollBox(el) {
+function inScrollBox(el) {
+  // some box around el (or el itself) scrolls sideways and stays inside the column
   for (let p = el; p && p !== col; p = p.parentElement) {
     const o = getComputedStyle(p).overflowX;
-    if (o === 'auto' || o === 'scroll') return p;
+    if ((o === 'auto' || o === 'scroll') && p.getBoundingClientRect().right <= right) return true;
   }
-  return null;
+  return false;
 }
 const sticking = [], clipped = [], nocue = [], scrolling = [];
 for (const el of col.querySelectorAll(KINDS)) {
@@ -424,8 +425,7 @@ for (const el of col.querySelectorAll(KINDS)) {
   const r = el.getBoundingClientRect();
   if (r.width === 0) continue;
   if (r.right > right || r.left < left) {
-    const box = scrollBox(el);
-    if (!box || box.getBoundingClientRect().right > right) sticking.push(describe(el) + ' right=' + Math.round(r.right) + ' > ' + Math.round(right));
+    if (!inScrollBox(el)) sticking.push(describe(el) + ' right=' + Math.round(r.right) + ' > ' + Math.round(right));
   }
 }
 for (const el of col.querySelectorAll('*')) {
