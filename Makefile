@@ -3,26 +3,32 @@ PYTHON ?= python3
 PORT ?= 8000
 BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _config.yml _toc.yml $(wildcard ddpm/*.py ddpm/nets/*.py) $(wildcard scripts/site_fixes.py scripts/site_static/*)
 
-.PHONY: install system-deps book test test-fast serve clean
+.PHONY: install system-deps book cheatsheet test test-fast serve clean
 
-# Debian packages: headless Chromium + driver for the browser tests, Fashion-MNIST for the data tests.
+# Debian packages: headless Chromium + driver for the browser tests and the cheat sheet's PDF, Node.js to typeset
+# the maths when the site is built, poppler-utils (pdfinfo) for the PDF test, Fashion-MNIST for the data tests.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 || ! command -v pdfinfo >/dev/null 2>&1 || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver dataset-fashion-mnist >/dev/null; \
-	  else echo "warning: install Debian's chromium, chromium-driver and dataset-fashion-mnist (needs root)"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nodejs poppler-utils dataset-fashion-mnist >/dev/null; \
+	  else echo "warning: install Debian's chromium, chromium-driver, nodejs, poppler-utils and dataset-fashion-mnist (needs root)"; fi; \
 	fi
 
 install: system-deps
 	$(PYTHON) -m pip install -q -r requirements.txt
 	$(PYTHON) -m pip install -q --no-deps -e .
 
-# Builds the website into _build/html, executing every notebook; fails on any warning or error.
+# Builds the website into _build/html, executing every notebook; fails on any warning or error. The build also
+# typesets the maths (Node.js) and prints the cheat sheet to _build/cheatsheet.pdf (scripts/site_fixes.py).
 _build/html/index.html: $(BOOK_SOURCES)
 	$(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . --all -W --keep-going
 	@touch $@
 
 book: install _build/html/index.html
+
+# The cheat sheet as a PDF (A4, headless Chromium): _build/cheatsheet.pdf, and the copy the page links.
+cheatsheet: _build/html/index.html
+	$(PYTHON) scripts/site_fixes.py cheatsheet
 
 # Every test: the package (pytest), the notebooks (nbval) and the website (headless Chromium).
 test: install _build/html/index.html

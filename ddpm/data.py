@@ -1,4 +1,4 @@
-"""Data sets, all scaled to [-1, 1] (book chapter "Training a denoiser").
+"""Data sets, all scaled to [-1, 1] (book chapter "Training and sampling").
 
 - 2-D toys, drawn fresh with a ``generator``: ``moons``, ``swissroll``, ``8gaussians``,
   ``checkerboard``, ``mixture`` (the last two Gaussian ones are :class:`ddpm.GaussianMixture`

@@ -1,4 +1,4 @@
-"""Sphinx extension: small fixes the book's website needs (found by ``tests/test_site.py``).
+"""Sphinx extension: what the book's website needs beyond the theme (checked by ``tests/test_site.py``).
 
 Loaded from ``_config.yml``::
 
@@ -13,24 +13,64 @@ Loaded from ``_config.yml``::
    We drop the repeats.
 2. pydata-sphinx-theme reads ``default_mode`` from the page context; unset, its script logs
    "Got invalid theme mode" on every page. We default it to ``light`` (readers can still switch).
-3. ``site_static/site_fixes.css``: CSS the theme lacks (autodoc signatures wrap on a phone).
+3. ``site_static/site_fixes.css``: layout (every wide equation, table and code block scrolls in its
+   own box with a fading edge, never clipped), the icons (a few inline SVG masks instead of the
+   theme's 1.5 MB ``fontawesome.js``), print CSS for the cheat sheet.
+   ``site_static/site_fixes.js``: the menu buttons (both themes bind their click handler to the
+   first ``.primary-toggle``/``.secondary-toggle`` only, a hidden duplicate in the page header).
+4. Maths is typeset when the site is built, not in the reader's browser: MathJax 3 (the copy
+   shipped by the ``sphinx-mathjax-offline`` package) runs under Node.js over every page and writes
+   CommonHTML into it. A page then loads no MathJax script at all (1.2 MB saved per page), only
+   the few MathJax woff fonts it uses, copied to ``_static/mathjax/woff-v2``. A TeX error or an
+   undefined macro is a build warning (``-W`` makes it an error). Needs ``node`` on the PATH.
+5. The cheat sheet is printed (headless Chromium, the print CSS of ``site_fixes.css``: A4) to
+   ``cheatsheet.pdf`` in the site's root and to ``_build/cheatsheet.pdf``; its page links the PDF.
+   ``python scripts/site_fixes.py cheatsheet`` (``make cheatsheet``) prints it again.
+6. Weight: the theme's ``fontawesome.js`` (1.5 MB), its icon fonts and glyph table, the ``.map`` files
+   are removed from the built site; so are the 95 kB search index on pages other than the search page
+   and sphinx-design's style sheet on pages that use none of its components.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
+from sphinx.util import logging
+
 STATIC = Path(__file__).resolve().parent / "site_static"
+LOG = logging.getLogger(__name__)
+FONT_DIR = "_static/mathjax/woff-v2"
+RENDERED_MARK = 'id="MJX-CHTML-styles"'
 
 
-def _dedup_scripts(app, pagename, templatename, context, doctree):
+def _mathjax_source() -> Path | None:
+    """The MathJax 3 ``es5`` folder shipped by sphinx-mathjax-offline (not used as a Sphinx extension)."""
+    spec = importlib.util.find_spec("sphinx-mathjax-offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax"
+    return path if (path / "node-main.js").is_file() else None
+
+
+# ----------------------------------------------------------------------------- page context
+def _fix_scripts(app, pagename, templatename, context, doctree):
     files = context.get("script_files")
     if not isinstance(files, list):
         return
     seen, kept = set(), []
     for js in files:
-        key = (str(getattr(js, "filename", js) or ""), getattr(js, "priority", 0),
-               tuple(sorted(getattr(js, "attributes", {}).items())))
+        name = str(getattr(js, "filename", js) or "")
+        body = str(getattr(js, "attributes", {}).get("body", ""))
+        if "mathjax" in name.lower() or body.lstrip().startswith("window.MathJax"):
+            continue  # maths is typeset at build time (see _typeset_math)
+        key = (name, getattr(js, "priority", 0), tuple(sorted(getattr(js, "attributes", {}).items())))
         if key not in seen:
             seen.add(key)
             kept.append(js)
@@ -41,10 +81,200 @@ def _config(app, config):
     config.html_context = {**(config.html_context or {})}
     config.html_context.setdefault("default_mode", "light")
     config.html_static_path = [*config.html_static_path, str(STATIC)]
+    if not config.html_favicon:
+        config.html_favicon = str(STATIC / "favicon.svg")
+
+
+# ----------------------------------------------------------------------------- build-time MathJax
+_NODE_RENDER = r"""
+// Typeset one HTML page with MathJax 3 (CommonHTML output) and write it back.
+const fs = require('fs');
+const [MJ, jobFile] = process.argv.slice(2);
+const job = JSON.parse(fs.readFileSync(jobFile, 'utf8'));
+require(MJ + '/node-main.js').init({
+  loader: {paths: {mathjax: MJ}, load: ['adaptors/liteDOM', 'input/tex', 'output/chtml'], require: require},
+  tex: job.tex,
+  options: job.options,
+  chtml: {fontURL: 'MJX-FONT-URL', adaptiveCSS: true},
+  startup: {typeset: false}
+}).then(async (MathJax) => {
+  const adaptor = MathJax.startup.adaptor;
+  const html = fs.readFileSync(job.file, 'utf8');
+  const doc = MathJax.startup.getDocument(html);
+  await MathJax._.util.Retries.handleRetriesFor(() => doc.render());
+  const problems = [];
+  let n = 0;
+  for (const item of doc.math) {
+    n++;
+    const mml = MathJax.startup.toMML(item.root);
+    if (/<merror/.test(mml)) problems.push('TeX error in ' + JSON.stringify(String(item.math).slice(0, 80)));
+    const m = mml.match(/<mtext mathcolor="red">(\\[^<]*)<\/mtext>/);
+    if (m) problems.push('undefined macro ' + m[1] + ' in ' + JSON.stringify(String(item.math).slice(0, 80)));
+    if (item.typesetRoot) {
+      // screen readers: the CommonHTML glyphs are CSS content, so say the TeX source instead
+      adaptor.setAttribute(item.typesetRoot, 'role', 'math');
+      adaptor.setAttribute(item.typesetRoot, 'aria-label', String(item.math).trim());
+    }
+  }
+  if (n) {
+    const out = adaptor.doctype(doc.document) + '\n' + adaptor.outerHTML(adaptor.root(doc.document));
+    fs.writeFileSync(job.file, out.split('MJX-FONT-URL').join(job.fontURL));
+  }
+  process.stdout.write(JSON.stringify({math: n, problems}));
+}).catch((err) => { process.stdout.write(JSON.stringify({math: 0, problems: ['MathJax failed: ' + err]})); });
+"""
+
+
+def _typeset_math(app, outdir: Path) -> None:
+    src = _mathjax_source()
+    node = shutil.which("node") or shutil.which("nodejs")
+    if src is None or node is None:
+        LOG.warning("maths not typeset: %s missing (install it: %s)",
+                    "the sphinx-mathjax-offline package" if src is None else "node",
+                    "pip install -r requirements.txt" if src is None else "apt-get install nodejs")
+        return
+    fonts = outdir / FONT_DIR
+    fonts.mkdir(parents=True, exist_ok=True)
+    for woff in (src / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"):
+        shutil.copyfile(woff, fonts / woff.name)
+    cfg = app.config.mathjax3_config or {}
+    tex = dict(cfg.get("tex", {}))
+    options = {"processHtmlClass": "tex2jax_process|mathjax_process|math|output_area",
+               **cfg.get("options", {})}
+    with tempfile.TemporaryDirectory(prefix="site-mathjax-") as tmp:
+        script = Path(tmp) / "render.js"
+        script.write_text(_NODE_RENDER)
+        for page in sorted(outdir.rglob("*.html")):
+            rel = page.relative_to(outdir)
+            if rel.parts[0] in ("_static", "_sources", "_modules", "_images"):
+                continue
+            text = page.read_text("utf-8")
+            if RENDERED_MARK in text or not re.search(r"\\\(|\\\[|\$\$|\\begin\{", text):
+                continue
+            depth = len(rel.parts) - 1
+            job = Path(tmp) / "job.json"
+            job.write_text(json.dumps({"file": str(page), "tex": tex, "options": options,
+                                       "fontURL": "../" * depth + FONT_DIR}))
+            res = subprocess.run([node, str(script), str(src), str(job)], capture_output=True, text=True,
+                                 timeout=600)
+            try:
+                report = json.loads(res.stdout.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                LOG.warning("maths of %s not typeset: node said %s", rel, (res.stderr or res.stdout)[-300:])
+                continue
+            for p in report["problems"]:
+                LOG.warning("%s: %s", rel, p)
+
+
+# ----------------------------------------------------------------------------- weight
+_FONTAWESOME_TAG = re.compile(r'\s*<script[^>]*src="[^"]*_static/scripts/fontawesome\.js[^"]*"[^>]*>\s*</script>')
+_SEARCH_TAGS = re.compile(r'\s*<script[^>]*src="[^"]*(?:_static/searchtools\.js|_static/language_data\.js|searchindex\.js)[^"]*"[^>]*>\s*</script>')
+
+
+_DESIGN_TAGS = re.compile(r'\s*<(?:link[^>]*href="[^"]*_static/sphinx-design\.min\.css[^"]*"[^>]*>'
+                          r'|script[^>]*src="[^"]*_static/design-tabs\.js[^"]*"[^>]*>\s*</script>)')
+_FA_GLYPHS = re.compile(r'(?:\.fa-[a-z0-9-]+:(?::)?(?:before|after),?)+\{content:"[^"]*"\}')
+
+
+def _slim(outdir: Path) -> None:
+    for page in outdir.rglob("*.html"):
+        text = page.read_text("utf-8")
+        new = _FONTAWESOME_TAG.sub("", text)
+        if page.name != "search.html":
+            new = _SEARCH_TAGS.sub("", new)
+        if not re.search(r'class="(?:[^"]* )?sd-', new):  # sphinx-design's 55 kB, on pages that use it only
+            new = _DESIGN_TAGS.sub("", new)
+        if new != text:
+            page.write_text(new, "utf-8")
+    static = outdir / "_static"
+    # the Font Awesome glyph table (".fa-xxx:before{content:...}", ~90 kB) of the theme's CSS: unused, the
+    # icons are masks (site_fixes.css)
+    for css in (static / "styles").glob("pydata-sphinx-theme*.css"):
+        text = css.read_text("utf-8")
+        new = _FA_GLYPHS.sub("", text)
+        if new != text:
+            css.write_text(new, "utf-8")
+    for junk in {*static.rglob("*.map"), *(static / "scripts").glob("fontawesome.js*")}:
+        junk.unlink(missing_ok=True)
+    shutil.rmtree(static / "vendor" / "fontawesome", ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the cheat sheet as a PDF
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pdf-header-footer",
+                  "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
+CHEATSHEET_PAGE = "book/cheatsheet.html"
+CHEATSHEET_PDF = "cheatsheet.pdf"  # in the site's root: the cheat sheet page links ../cheatsheet.pdf
+
+
+def print_cheatsheet(site: Path, pdf: Path | None = None) -> Path:
+    """Print the built cheat sheet page with headless Chromium (its print CSS: A4) to ``site/cheatsheet.pdf``.
+
+    ``pdf``, if given, receives a copy too. Raises ``FileNotFoundError`` (one line, naming the fix) if the
+    page is not built or no Chromium is installed.
+    """
+    site = Path(site)
+    page = site / CHEATSHEET_PAGE
+    if not page.is_file():
+        raise FileNotFoundError(f"{page} not built: run make book first")
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        raise FileNotFoundError("no chromium to print the cheat sheet: apt-get install chromium")
+    out = site / CHEATSHEET_PDF
+    with tempfile.TemporaryDirectory(prefix="site-cheatsheet-") as profile:
+        res = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={out}",
+                              page.resolve().as_uri()], capture_output=True, text=True, timeout=300)
+    if res.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
+        raise RuntimeError(f"chromium could not print {page}: {res.stderr.strip()[-300:]}")
+    if pdf is not None:
+        Path(pdf).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, pdf)
+    return out
+
+
+def _finished(app, exc):
+    if exc is not None or app.builder.format != "html":
+        return
+    outdir = Path(app.outdir)
+    # Sphinx does not always refresh a changed static file on an incremental build: copy ours again
+    for f in STATIC.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, outdir / "_static" / f.name)
+    _slim(outdir)
+    _typeset_math(app, outdir)
+    if (outdir / CHEATSHEET_PAGE).is_file():
+        try:
+            print_cheatsheet(outdir, outdir.parent / CHEATSHEET_PDF)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+            LOG.warning("cheat sheet PDF not written: %s", e)
+
+
+def main(argv=None) -> int:
+    """``python scripts/site_fixes.py cheatsheet [SITE]``: print the built cheat sheet (``make cheatsheet``)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "cheatsheet" or len(args) > 2:
+        print("usage: python scripts/site_fixes.py cheatsheet [SITE_DIR (default _build/html)]", file=sys.stderr)
+        return 2
+    site = Path(args[1]) if len(args) == 2 else Path(__file__).resolve().parents[1] / "_build" / "html"
+    try:
+        out = print_cheatsheet(site, site.parent / CHEATSHEET_PDF)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {site.parent / CHEATSHEET_PDF} (and {out})")
+    return 0
 
 
 def setup(app):
     app.connect("config-inited", _config)
     app.add_css_file("site_fixes.css")
-    app.connect("html-page-context", _dedup_scripts, priority=900)
+    app.add_js_file("site_fixes.js", loading_method="defer")
+    app.connect("html-page-context", _fix_scripts, priority=900)
+    app.connect("build-finished", _finished, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
