@@ -28,10 +28,13 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA only)
     compile_mode: str = "default"  # "reduce-overhead" captures the step in CUDA graphs: 2x on a launch-bound host (benchmarks/NOTES.md)
     channels_last: bool = False  # NHWC activations for image models (CUDA; with bf16 + compile)
-    log_every: int = 100  # steps between progress-bar updates, NaN checks and loss read-backs
+    log_every: int = 100  # steps between loss read-backs: the bar's loss, NaN checks and a row of the run folder's loss.csv
+    cuda_graph: bool = False  # capture the whole step (forward, backward, clipping, AdamW, EMA) in one CUDA graph (CUDA, one process)
+    sample_every: int = 0  # steps between sample grids (samples.png in the run folder, from the EMA weights); 0: off
+    dist_timeout: float = 600.0  # seconds a process waits for the others under torchrun before the job ends with an error
 
     def __post_init__(self):
-        ints = {"steps": 1, "batch_size": 1, "warmup": 0, "seed": 0, "checkpoint_every": 0, "keep_checkpoints": 0, "log_every": 1}
+        ints = {"steps": 1, "batch_size": 1, "warmup": 0, "seed": 0, "checkpoint_every": 0, "keep_checkpoints": 0, "log_every": 1, "sample_every": 0}
         for name, low in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
@@ -46,9 +49,15 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be >= 0 (0: off), got {self.grad_clip!r}")
         if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
             raise ValueError(f"TrainConfig.compile_mode must be one of default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs; got {self.compile_mode!r}")
+        if not (isinstance(self.dist_timeout, numbers.Real) and 0 < self.dist_timeout < math.inf):
+            raise ValueError(f"TrainConfig.dist_timeout must be a positive number of seconds, got {self.dist_timeout!r}")
+        for name in ("ema_warmup", "bf16", "compile", "channels_last", "cuda_graph"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"TrainConfig.device must be a string such as 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
 
 # Fields that may change between a checkpoint and the run that resumes it without breaking exactness.
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "compile", "compile_mode", "channels_last"}
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "compile", "compile_mode",
+                      "channels_last", "cuda_graph", "sample_every", "dist_timeout"}

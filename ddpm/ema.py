@@ -1,6 +1,6 @@
 """Exponential moving average of model weights (Polyak averaging; DDPM appendix B uses decay 0.9999).
 
-Book: chapter "Training a denoiser" explains why samples come from the averaged weights.
+Book: chapter "Training and sampling" explains why samples come from the averaged weights.
 """
 
 from __future__ import annotations
@@ -57,12 +57,18 @@ class EMA:
         """Average ``model``'s parameters in after optimiser step ``step``; copy its buffers.
         Returns the decay used. No host-device synchronisation."""
         d = ema_decay(self.decay, step, self.warmup)
+        self.update_weight(model, 1.0 - d)
+        return d
+
+    @torch.no_grad()
+    def update_weight(self, model: nn.Module, weight) -> None:
+        """``theta_ema += weight (theta - theta_ema)``, ``weight = 1 - decay``: a float, or a 0-d
+        tensor on the model's device (so that a captured CUDA graph can take a new value each step)."""
         ep_f, mp_f, buffers = self._pairs(model)
         if ep_f:
-            torch._foreach_lerp_(ep_f, mp_f, 1.0 - d)  # e += (1 - d) (p - e)
+            torch._foreach_lerp_(ep_f, mp_f, weight)  # e += w (p - e)
         for eb, mb in buffers:
             eb.copy_(mb)
-        return d
 
     def state_dict(self) -> dict:
         return self.module.state_dict()

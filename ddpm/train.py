@@ -1,25 +1,33 @@
 """The training loop: DDPM Algorithm 1 with AdamW, warm-up, gradient clipping and EMA weights
-(book chapter "Training a denoiser").
+(book chapter "Training and sampling").
 
-Design choices, each checked by ``tests/test_train.py``:
+Design choices, each checked by ``tests/test_train.py`` and ``tests/test_distributed.py``:
 
 - All randomness (batches, ``t``, ``eps``) comes from one ``torch.Generator`` seeded by
   ``config.seed``; the global RNG is seeded inside a ``fork_rng`` block (for dropout), so calling
   :func:`train` leaves the caller's RNG untouched. Both states go into every checkpoint.
 - Resuming from a checkpoint at step ``k`` runs steps ``k+1..steps``; on the CPU the final weights
   equal an uninterrupted run's bit for bit.
-- The hot path does no host-device synchronisation: losses go into a device buffer read back
-  every ``log_every`` steps (and before every checkpoint). A NaN or inf loss is then found,
-  named by its step, and raises ``FloatingPointError``; no checkpoint is ever written after it.
-- bf16 autocast and ``torch.compile`` are CUDA-only here; asking for them on the CPU raises
-  ``ValueError`` (a silent fallback would make a CPU timing look like a GPU recipe).
+- One step is :class:`ddpm.step.TrainStep`; it does no host-device synchronisation: losses go
+  into a device buffer read back every ``log_every`` steps (and before every checkpoint). A NaN
+  or inf loss is then found, named by its step, and raises ``FloatingPointError``; no checkpoint
+  is ever written after it.
+- Under ``torchrun`` (``WORLD_SIZE`` > 1) the same call trains with ``DistributedDataParallel``
+  (NCCL on CUDA, gloo on the CPU): every process draws the global batch and keeps its slice, so
+  the run does not depend on the number of processes; rank 0 alone writes the run folder.
+- Before the first step: the run folder is a writable folder that takes a checkpoint, is locked
+  against a second run, and its stale temporary files are removed; the model's config and the
+  metadata serialise; one forward pass on two examples checks that the data fit the model.
+- bf16 autocast, ``torch.compile``, channels-last and the whole-step CUDA graph are CUDA-only here;
+  asking for them on the CPU raises ``ValueError`` (a silent fallback would make a CPU timing look
+  like a GPU recipe).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
-import numbers
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,11 +36,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .config import _RESUMABLE_CHANGES, TrainConfig
+from . import distributed as _dist
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
-from .ema import EMA
-from .losses import loss_simple
+from .config import _RESUMABLE_CHANGES, TrainConfig
+from .ema import EMA  # noqa: F401  (re-exported for older imports)
+from .runfolder import RunFolder, RunFolderError
 from .schedule import Schedule
+from .step import TrainStep, lr_at
+
+__all__ = ["TrainConfig", "TrainResult", "TrainStep", "train", "lr_at", "resolve_device", "Interrupted", "PeerLost"]
 
 
 @dataclass
@@ -41,12 +53,31 @@ class TrainResult:
 
     model: nn.Module  # the trained weights
     ema: nn.Module  # the averaged weights: sample with these
-    losses: list = field(default_factory=list)  # loss_simple at every step 1..steps (a resumed run includes the earlier ones)
-    steps_per_sec: float = 0.0  # optimiser steps per second of this call (excluding checkpoint writes)
+    losses: list = field(default_factory=list)  # loss_simple of the global batch at every step 1..steps (a resumed run includes the earlier ones)
+    steps_per_sec: float = 0.0  # optimiser steps per second of this call (excluding checkpoint and sample-grid writes)
     step: int = 0  # the last step done
     seconds: float = 0.0  # wall time of this call's steps
     checkpoint: Path | None = None  # the last checkpoint written, if any
     resumed_from: int = 0  # the step a resumed run started after (0: fresh)
+    images_per_second: float = 0.0  # training images per second (global batch) after the first warmup_steps steps
+    warmup_steps: int = 0  # steps of this call left out of images_per_second (compilation, autotuning, first allocations)
+    rank: int = 0  # this process's rank (0 writes the run folder)
+    world_size: int = 1  # processes that trained together
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`; ``str(e)`` says which checkpoint is kept, if any."""
+
+    def __init__(self, message: str, checkpoint: Path | None, step: int):
+        super().__init__(message)
+        self.checkpoint, self.step = checkpoint, step
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class PeerLost(RuntimeError):
+    """Another process of a ``torchrun`` job failed or stopped answering."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -69,11 +100,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def lr_at(config: TrainConfig, step: int) -> float:
-    """Learning rate at optimiser step ``step`` (1-based): linear warm-up to ``config.lr``, then constant."""
-    return config.lr * min(1.0, step / config.warmup) if config.warmup > 0 else config.lr
-
-
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
     state = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -91,6 +117,44 @@ def _check_data(data: Tensor) -> Tensor:
     return data
 
 
+def _check_model(model: nn.Module, schedule: Schedule, data: Tensor, device: torch.device) -> None:
+    """One forward pass on two examples (eval mode, no grad, no random draws): the data fit the model."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module eps-predictor model(x_t, t), got {type(model).__name__}")
+    x = data[:2].to(device)
+    t = torch.full((x.shape[0],), schedule.T, dtype=torch.long, device=device)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            eps = model(x, t)
+    except Exception as e:  # noqa: BLE001 - any failure here means data and model disagree
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ValueError(f"the model cannot take this data: model(x_t, t) on 2 examples of shape {tuple(data.shape[1:])} "
+                         f"failed ({type(e).__name__}: {first})") from None
+    finally:
+        model.train(was)
+    if not isinstance(eps, Tensor) or tuple(eps.shape) != tuple(x.shape):
+        got = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
+        raise ValueError(f"model(x_t, t) must return eps of the data's shape {tuple(x.shape)}, got {got}")
+
+
+def _check_serialisable(model: nn.Module, config: TrainConfig, meta: dict | None) -> None:
+    """What a checkpoint stores besides tensors must save and load with ``weights_only=True``."""
+    mc = getattr(model, "config", None)
+    if mc is None or not dataclasses.is_dataclass(mc):
+        raise ValueError(f"model must have a dataclass .config to be checkpointed; {type(model).__name__} has none "
+                         f"(train without out_dir, or give it one)")
+    buf = io.BytesIO()
+    try:
+        torch.save({"model_config": dataclasses.asdict(mc), "train_config": dataclasses.asdict(config), "meta": dict(meta or {})}, buf)
+        buf.seek(0)
+        torch.load(buf, weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        raise ValueError(f"the model config or meta cannot be stored in a checkpoint (only numbers, strings, lists and dicts): {first}") from None
+
+
 def train(
     model: nn.Module,
     schedule: Schedule,
@@ -106,13 +170,21 @@ def train(
     (DDPM eq. 14, Algorithm 1).
 
     ``data``: float tensor ``(N, ...)`` in [-1, 1]; batches of ``config.batch_size`` are drawn
-    with replacement. ``out_dir``: where checkpoints go (every ``config.checkpoint_every`` steps
-    and at the end). ``resume=True`` continues from the latest checkpoint in ``out_dir`` (a fresh
-    start if there is none); the model, schedule and training config must match it.
-    ``meta``: plain facts stored in each checkpoint (the CLI stores the data set name).
+    with replacement. ``out_dir``: the run folder: checkpoints (every ``config.checkpoint_every``
+    steps and at the end), ``loss.csv`` (every ``config.log_every`` steps) and ``samples.png``
+    (every ``config.sample_every`` steps). ``resume=True`` continues from the latest checkpoint in
+    ``out_dir`` (a fresh start if there is none); the model, schedule and training config must
+    match it. ``meta``: plain facts stored in each checkpoint (the CLI stores the data set name);
+    ``meta["world_size"]`` is set to the number of processes.
 
-    Raises ``FloatingPointError`` naming the step if the loss becomes NaN or inf, and
-    ``ValueError`` for bad arguments, a mismatched checkpoint or an unavailable device.
+    Under ``torchrun`` every process calls this with the same arguments; ``config.batch_size`` is
+    the global batch, split evenly across the processes.
+
+    Raises ``FloatingPointError`` naming the step if the loss becomes NaN or inf, ``ValueError``
+    for bad arguments, a mismatched checkpoint or an unavailable device, :class:`RunFolderError`
+    (an ``OSError`` and ``ValueError``) naming the path when the run folder cannot be written or is
+    in use by another run, :class:`Interrupted` on Ctrl-C and :class:`PeerLost` when another
+    process of the job fails.
     """
     config = config if config is not None else TrainConfig()
     if not isinstance(config, TrainConfig):
@@ -121,55 +193,104 @@ def train(
         raise ValueError(f"schedule must be a ddpm.Schedule, got {type(schedule).__name__}")
     data = _check_data(data)
     device = resolve_device(config.device)
-    if (config.bf16 or config.compile or config.channels_last) and device.type != "cuda":
-        which = "bf16 autocast" if config.bf16 else ("torch.compile" if config.compile else "channels_last")
-        raise ValueError(f"{which} is only supported on CUDA here (device is {device}); drop bf16/compile/channels_last to train on the CPU")
+    if _dist.under_torchrun() and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", _dist._env_int("LOCAL_RANK") or 0)  # one GPU per process
+    cuda_only = [n for n, on in (("bf16 autocast", config.bf16), ("torch.compile", config.compile),
+                                 ("channels_last", config.channels_last), ("cuda_graph", config.cuda_graph)) if on]
+    if cuda_only and device.type != "cuda":
+        raise ValueError(f"{cuda_only[0]} is only supported on CUDA here (device is {device}); "
+                         f"drop bf16/compile/channels_last/cuda_graph to train on the CPU")
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (the folder holding the checkpoints)")
-
+    if out_dir is not None:
+        _check_serialisable(model, config, meta)
     model.to(device)
+    _check_model(model, schedule, data, device)
+
+    ctx = _dist.context(device, timeout=config.dist_timeout)
+    folder = None
+    try:
+        if config.batch_size % ctx.world_size:
+            raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the number "
+                             f"of processes, {ctx.world_size}")
+        msg = None
+        if ctx.is_main and out_dir is not None:
+            n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+            try:
+                folder = RunFolder(out_dir, check_bytes=b"\0" * min(4 * n_bytes + (1 << 16), 1 << 31))
+            except RunFolderError as e:
+                msg = str(e)
+        msg = _dist.broadcast_error(msg, ctx)  # every process stops with rank 0's message
+        if msg is not None:
+            raise RunFolderError(msg)
+        if folder is not None and folder.cleaned:
+            print(f"removed {len(folder.cleaned)} temporary file(s) left by an interrupted write in {out_dir}", file=sys.stderr)
+        return _train(model, schedule, data, config, out_dir, progress and ctx.is_main, resume, meta, device, ctx, folder)
+    finally:
+        if folder is not None:
+            folder.close()
+        ctx.close()
+
+
+def _train(model, schedule, data, config, out_dir, progress, resume, meta, device, ctx, folder) -> TrainResult:
+    meta = {**(meta or {}), "world_size": ctx.world_size}
     sched = schedule.to(device)
     data = data.to(device)
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed)
-    ema = EMA(model, config.ema_decay, config.ema_warmup)
-    fused = device.type == "cuda"
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
-    start, losses, last_ckpt = 0, [], None
-    global_rng = None
+    start, losses, last_ckpt, ck = 0, [], None, None
     if resume and list_checkpoints(out_dir):
         ck = load_checkpoint(out_dir, device="cpu")
         _check_resume(ck, model, schedule, config)
         model.load_state_dict(ck.payload["model"])
+        start, losses, last_ckpt = ck.step, list(ck.losses or []), ck.path
+        old_ws = (ck.meta or {}).get("world_size", 1)
+        if old_ws != ctx.world_size and ctx.is_main:
+            print(f"resuming a run trained with {old_ws} process(es) with {ctx.world_size}: the draws are defined for the "
+                  f"global batch, so it continues the same run (to float tolerance)", file=sys.stderr)
+        if start >= config.steps and ctx.is_main:
+            print(f"checkpoint {ck.path} is already at step {start} >= steps {config.steps}; nothing to do", file=sys.stderr)
+    elif resume and ctx.is_main:
+        print(f"no checkpoint in {out_dir}; starting from step 0", file=sys.stderr)
+
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)  # broadcasts rank 0's weights
+    if config.compile:
+        net = torch.compile(net, mode=config.compile_mode)
+    step_fn = TrainStep(model, sched, config, generator=gen, net=net, rank=ctx.rank, world_size=ctx.world_size,
+                        buffer_size=config.log_every)
+    if ck is not None:
         if ck.payload.get("ema") is not None:
-            ema.load_state_dict(ck.payload["ema"])
+            step_fn.ema.load_state_dict(ck.payload["ema"])
         if ck.optimizer_state is not None:
-            opt.load_state_dict(ck.optimizer_state)
+            step_fn.opt.load_state_dict(ck.optimizer_state)
         rng = ck.rng or {}
         if "generator" in rng:
             gen.set_state(rng["generator"])
-        global_rng = rng
-        start, losses, last_ckpt = ck.step, list(ck.losses or []), ck.path
-        if start >= config.steps:
-            print(f"checkpoint {ck.path} is already at step {start} >= steps {config.steps}; nothing to do", file=sys.stderr)
-    elif resume:
-        print(f"no checkpoint in {out_dir}; starting from step 0", file=sys.stderr)
+    global_rng = (ck.rng or {}) if ck is not None else {}
 
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(config.seed)
-        if global_rng and "torch" in global_rng:
+        torch.manual_seed(config.seed + ctx.rank)  # dropout: each process its own masks
+        if ctx.is_main and "torch" in global_rng:
             torch.set_rng_state(global_rng["torch"])
-        if global_rng and "cuda" in global_rng and device.type == "cuda":
+        elif start:
+            torch.manual_seed(config.seed + ctx.rank + 7919 * start)
+        if ctx.is_main and "cuda" in global_rng and device.type == "cuda":
             torch.cuda.set_rng_state(global_rng["cuda"], device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        net = torch.compile(model, mode=config.compile_mode) if config.compile else model
-        result = _loop(net, model, ema, opt, sched, schedule, data, config, gen, device, out_dir, progress,
-                       start, losses, last_ckpt, meta)
+        if folder is not None:
+            folder.start_log(start)
+        result = _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress, start, losses, last_ckpt,
+                       meta, ctx, folder)
     result.resumed_from = start
+    result.rank, result.world_size = ctx.rank, ctx.world_size
     return result
 
 
@@ -190,106 +311,155 @@ def _check_resume(ck, model, schedule, config) -> None:
                 )
 
 
-def _loop(net, model, ema, opt, sched, schedule, data, config, gen, device, out_dir, progress, start, losses, last_ckpt, meta):
-    N = data.shape[0]
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _is_comm_error(e: BaseException) -> bool:
+    dist_error = getattr(torch.distributed, "DistError", ())
+    if dist_error and isinstance(e, dist_error):
+        return True
+    text = str(e).lower()
+    return any(w in text for w in ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "socket", "broken pipe"))
+
+
+def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress, start, losses, last_ckpt, meta, ctx, folder):
     B = config.batch_size
-    buf = torch.zeros(config.log_every, device=device)  # losses since the last read-back, on the device
-    pending = 0  # entries of buf in use
     bar = None
     if progress and start < config.steps:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    cudagraphs = config.compile and config.compile_mode in ("reduce-overhead", "max-autotune")
+    n_steps = config.steps - start
+    warm = min(20, n_steps // 4)  # steps left out of images_per_second
     model.train()
 
+    t0 = time.perf_counter()
+    paused = 0.0  # seconds spent writing checkpoints and sample grids
+    t_warm = paused_warm = None
+    last_log = (start, t0, 0.0)  # step, time, paused at the last loss.csv row
+    step = start
+
     def flush(step: int) -> None:
-        nonlocal pending
-        if not pending:
+        nonlocal last_log
+        vals = step_fn.read_losses()  # the one host sync per log interval (a collective under torchrun)
+        if not vals:
             return
-        vals = buf[:pending].tolist()  # the one host sync per log interval
-        first = step - pending + 1
+        first = step - len(vals) + 1
         for i, v in enumerate(vals):
             if not math.isfinite(v):
-                where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
+                where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "; no checkpoint was written"
                 raise FloatingPointError(f"loss is {v} at step {first + i}: training stopped{where}")
         losses.extend(vals)
-        pending = 0
+        now = time.perf_counter()
+        s0, t_prev, p_prev = last_log
+        el = max(now - t_prev - (paused - p_prev), 1e-9)
+        if folder is not None:
+            folder.log(step, sum(vals) / len(vals), lr_at(config, step), now - t0 - paused, B * (step - s0) / el)
+        if bar is not None:
+            bar.set_postfix(loss=f"{vals[-1]:.4f}", refresh=False)
+        last_log = (step, now, paused)
 
-    t0 = time.perf_counter()
-    ckpt_time = 0.0
-    step = start
     try:
         for step in range(start + 1, config.steps + 1):
-            if cudagraphs:
-                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten
-            idx = torch.randint(0, N, (B,), generator=gen, device=device)
-            x0 = data[idx]  # (B, ...)
-            if config.channels_last and x0.dim() == 4:
-                x0 = x0.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC in memory
-            for g in opt.param_groups:
-                g["lr"] = lr_at(config, step)
-            if autocast is not None:
-                with autocast:
-                    loss = loss_simple(net, sched, x0, generator=gen)
-            else:
-                loss = loss_simple(net, sched, x0, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
-            ema.update(model, step)
-            buf[pending] = loss.detach()
-            pending += 1
+            step_fn(data, step)
+            if bar is not None:
+                bar.update(1)  # host-side only: the bar moves from the first step
+            if step == start + warm and t_warm is None:
+                _sync(device)  # once: where the throughput measurement starts
+                t_warm, paused_warm = time.perf_counter(), paused
             save_now = out_dir is not None and (
                 step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0)
             )
-            if pending == config.log_every or save_now or step == config.steps:
+            grid_now = out_dir is not None and config.sample_every and step % config.sample_every == 0
+            if step_fn.pending == config.log_every or save_now or grid_now or step == config.steps:
                 flush(step)
-                if bar is not None:
-                    el = time.perf_counter() - t0 - ckpt_time
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}", it_s=f"{(step - start) / max(el, 1e-9):.1f}")
-                    bar.update(step - bar.n)
             if save_now:
                 c0 = time.perf_counter()
-                last_ckpt = _save(out_dir, model, schedule, ema, opt, step, config, gen, device, losses, meta)
-                ckpt_time += time.perf_counter() - c0
+                if ctx.is_main:
+                    last_ckpt = _save(out_dir, model, schedule, step_fn, step, config, gen, device, losses, meta)
+                else:
+                    last_ckpt = out_dir / checkpoint_name(step)
+                paused += time.perf_counter() - c0
+            if grid_now and ctx.is_main:
+                c0 = time.perf_counter()
+                _sample_grid(folder, step_fn.ema.module, schedule, data, config, device, step)
+                paused += time.perf_counter() - c0
+    except KeyboardInterrupt:
+        kept = f"the last checkpoint, {last_ckpt}, is kept: add --resume to continue" if last_ckpt else \
+            "no checkpoint had been written yet, so nothing is kept"
+        raise Interrupted(f"interrupted at step {step}; {kept}", last_ckpt, step) from None
+    except (FloatingPointError, ValueError, OSError):
+        raise
+    except RuntimeError as e:
+        if ctx.distributed and _is_comm_error(e):
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            kept = f"the last checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
+            raise PeerLost(f"process {ctx.rank} of {ctx.world_size} lost contact with the others at step {step} ({first}); "
+                           f"{kept}; start the job again with --resume") from None
+        raise
     finally:
         if bar is not None:
             bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0 - ckpt_time
+    _sync(device)
+    t_end = time.perf_counter()
+    seconds = t_end - t0 - paused
     done = max(step - start, 0)
+    ips = 0.0
+    if t_warm is not None and step > start + warm:
+        el = t_end - t_warm - (paused - paused_warm)
+        ips = B * (step - start - warm) / el if el > 0 else 0.0
     model.eval()
     return TrainResult(
         model=model,
-        ema=ema.module,
+        ema=step_fn.ema.module,
         losses=losses,
         steps_per_sec=done / seconds if done and seconds > 0 else 0.0,
         step=max(step, start),
         seconds=seconds,
         checkpoint=last_ckpt,
+        images_per_second=ips,
+        warmup_steps=warm,
     )
 
 
-def _save(out_dir, model, schedule, ema, opt, step, config, gen, device, losses, meta) -> Path:
-    path = save_checkpoint(
-        out_dir / checkpoint_name(step),
-        model,
-        schedule,
-        ema=ema.module,
-        optimizer=opt,
-        step=step,
-        train_config=config,
-        rng=_rng_state(gen, device),
-        losses=losses,
-        meta=meta,
-    )
+def _sample_grid(folder, ema_model, schedule, data, config, device, step) -> None:
+    from .samplers import sample_ddim
+
+    n = 64 if data.dim() == 4 else 1000
+    g = torch.Generator(device=device).manual_seed(config.seed)  # the same noise at every grid: frames compare
+    with torch.no_grad():
+        x = sample_ddim(ema_model, schedule.to(device), (n, *data.shape[1:]), steps=min(50, schedule.T), generator=g,
+                        progress=False, device=device)
+    folder.write_samples(x, step)
+
+
+def _save(out_dir, model, schedule, step_fn, step, config, gen, device, losses, meta) -> Path:
+    path = out_dir / checkpoint_name(step)
+    try:
+        path = save_checkpoint(
+            path,
+            model,
+            schedule,
+            ema=step_fn.ema.module,
+            optimizer=step_fn.opt,
+            step=step,
+            train_config=config,
+            rng=_rng_state(gen, device),
+            losses=losses,
+            meta=meta,
+        )
+    except RunFolderError:
+        raise
+    except OSError as e:
+        from .runfolder import os_error
+
+        raise os_error(path, "write the checkpoint", e) from None
     if config.keep_checkpoints:
         for _, old in list_checkpoints(out_dir)[: -config.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+            try:
+                old.unlink(missing_ok=True)
+            except OSError:
+                pass  # an older checkpoint left behind is harmless
     return path

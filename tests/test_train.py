@@ -48,8 +48,10 @@ def test_a_seed_makes_a_run_repeatable_and_leaves_the_global_rng_alone():
     s = Schedule.linear(100)
     data = moons(500)
     cfg = TrainConfig(steps=30, batch_size=32, log_every=7)
+    m = small_mlp()  # seeds the global RNG itself: build it before taking the state
+    torch.manual_seed(1234)
     before = torch.get_rng_state()
-    a = train(small_mlp(), s, data, cfg, progress=False)
+    a = train(m, s, data, cfg, progress=False)
     assert torch.equal(before, torch.get_rng_state())
     b = train(small_mlp(), s, data, cfg, progress=False)
     c = train(small_mlp(), s, data, TrainConfig(steps=30, batch_size=32, log_every=7, seed=1), progress=False)
@@ -113,7 +115,7 @@ class NaNAfter(nn.Module):
 
 def test_a_nan_loss_stops_training_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     s = Schedule.linear(100)
-    m = NaNAfter(bad=23)
+    m = NaNAfter(bad=24)  # call 1 is train's pre-flight forward pass; call k + 1 is step k
     cfg = TrainConfig(steps=100, batch_size=16, checkpoint_every=10, log_every=50, keep_checkpoints=0)
     with pytest.raises(FloatingPointError, match=r"step 23\b.*ckpt-00000020"):
         train(m, s, moons(200), cfg, out_dir=tmp_path, progress=False)
