@@ -91,7 +91,7 @@ def write_json(path, obj) -> None:
 class Record:
     """One JSON result file: ``env`` and ``config`` first, then whatever the stages add.
 
-    ``with rec.stage("label"):`` runs one measurement; an exception is stored under ``errors[label]`` (the
+    ``with rec.stage("label", need=s) as ok:`` then ``if ok:`` runs one measurement; an exception is stored under ``errors[label]`` (the
     run goes on to the next stage) and the file is saved after every stage, so a killed run keeps what it
     measured. ``rec.left()`` is the wall-clock budget left; a stage whose ``need`` exceeds it is skipped and
     says so.

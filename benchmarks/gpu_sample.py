@@ -94,32 +94,34 @@ def main(argv=None) -> int:
     x_T = torch.randn(shape, device=device, generator=torch.Generator(device=device).manual_seed(123))
     outs = {}
 
-    with rec.stage("ours:bf16", need=60):
-        t0 = time.perf_counter()
-        net = ddpm.FastEps(ours_model(device), bf16=cuda, channels_last=cuda, cudagraphs=cuda, compile=cuda)
-        ddim = lambda: ddpm.sample_ddim(net, s, shape, steps=ddim_steps, x_T=x_T, progress=False)  # noqa: E731
-        outs["ours"] = ddim()
-        r = {"compile_and_first_run_s": time.perf_counter() - t0, "ddim50": timed(ddim, args.repeats)}
-        g = torch.Generator(device=device)
-        r["ddpm1000"] = timed(lambda: ddpm.sample_ddpm(net, s_ddpm, shape, generator=g.manual_seed(1), x_T=x_T,
-                                                       variance="small", progress=False), args.ddpm_repeats)
-        r["ddpm1000_over_ddim50"] = r["ddpm1000"]["median_s"] / r["ddim50"]["median_s"]
-        rec["ours"]["bf16"] = r
-        print("ours", {k: (v["median_s"] if isinstance(v, dict) else v) for k, v in r.items()}, flush=True)
-        del net
+    with rec.stage("ours:bf16", need=60) as ok:
+        if ok:
+            t0 = time.perf_counter()
+            net = ddpm.FastEps(ours_model(device), bf16=cuda, channels_last=cuda, cudagraphs=cuda, compile=cuda)
+            ddim = lambda: ddpm.sample_ddim(net, s, shape, steps=ddim_steps, x_T=x_T, progress=False)  # noqa: E731
+            outs["ours"] = ddim()
+            r = {"compile_and_first_run_s": time.perf_counter() - t0, "ddim50": timed(ddim, args.repeats)}
+            g = torch.Generator(device=device)
+            r["ddpm1000"] = timed(lambda: ddpm.sample_ddpm(net, s_ddpm, shape, generator=g.manual_seed(1), x_T=x_T,
+                                                           variance="small", progress=False), args.ddpm_repeats)
+            r["ddpm1000_over_ddim50"] = r["ddpm1000"]["median_s"] / r["ddim50"]["median_s"]
+            rec["ours"]["bf16"] = r
+            print("ours", {k: (v["median_s"] if isinstance(v, dict) else v) for k, v in r.items()}, flush=True)
+            del net
 
     for variant, comp in (("bf16+compile+cudagraphs", True), ("bf16", False)):
-        with rec.stage(f"peer:{variant}", need=60):
-            ps = PeerSampler(device, compile=comp and cuda, bf16=cuda)
-            ddim = lambda: ps("ddim", ddim_steps, x_T)  # noqa: E731
-            outs[f"peer:{variant}"] = ddim()
-            r = {"ddim50": timed(ddim, max(2, args.repeats - 2))}
-            if comp:
-                g = torch.Generator(device=device)
-                r["ddpm1000"] = timed(lambda: ps("ddpm", ddpm_steps, x_T, g.manual_seed(1)), args.ddpm_repeats)
-            rec["peer"][variant] = r
-            print("peer", variant, {k: v["median_s"] for k, v in r.items()}, flush=True)
-            del ps
+        with rec.stage(f"peer:{variant}", need=60) as ok:
+            if ok:
+                ps = PeerSampler(device, compile=comp and cuda, bf16=cuda)
+                ddim = lambda: ps("ddim", ddim_steps, x_T)  # noqa: E731
+                outs[f"peer:{variant}"] = ddim()
+                r = {"ddim50": timed(ddim, max(2, args.repeats - 2))}
+                if comp:
+                    g = torch.Generator(device=device)
+                    r["ddpm1000"] = timed(lambda: ps("ddpm", ddpm_steps, x_T, g.manual_seed(1)), args.ddpm_repeats)
+                rec["peer"][variant] = r
+                print("peer", variant, {k: v["median_s"] for k, v in r.items()}, flush=True)
+                del ps
 
     o, p = rec["ours"].get("bf16"), rec["peer"].get("bf16+compile+cudagraphs")
     if o and p:

@@ -36,11 +36,17 @@ RECIPES = {
     "bf16+compile+cudagraphs": dict(bf16=True, compile="reduce-overhead", channels_last=True, fused=True),
 }
 FASTEST = "bf16+compile+cudagraphs"
+# Ours only: the package's whole-step CUDA graph (forward, backward, clipping, AdamW, EMA in one graph) around
+# the compiled network; diffusers has no such option.
+WHOLE_STEP = "bf16+compile+whole-step-graph"
+OURS_ONLY = {WHOLE_STEP: dict(bf16=True, compile="default", channels_last=True, fused=True, cuda_graph=True)}
 
 
 def train_config(batch: int, recipe: str, steps: int, **changes) -> ddpm.TrainConfig:
     """The ``TrainConfig`` of one recipe (DDPM's CIFAR-10 hyper-parameters where they matter for speed)."""
-    r = RECIPES[recipe]
+    r = {**RECIPES, **OURS_ONLY}[recipe]
+    if r.get("cuda_graph"):
+        changes.setdefault("cuda_graph", True)
     return ddpm.TrainConfig(steps=steps, batch_size=batch, lr=2e-4, warmup=100, ema_decay=0.9999, grad_clip=1.0,
                             device="cuda" if torch.cuda.is_available() else "cpu", bf16=r["bf16"],
                             compile=r["compile"] is not None, compile_mode=r["compile"] or "default",
@@ -48,19 +54,20 @@ def train_config(batch: int, recipe: str, steps: int, **changes) -> ddpm.TrainCo
 
 
 def ours(data, batch: int, recipe: str, warmup: int, steps: int, repeats: int) -> dict:
-    """img/s of ``ddpm.train`` itself: one warm-up call (compilation, CUDA-graph capture), then ``repeats``
-    calls of ``steps`` steps on the same model in the same process; each call's own measured time."""
+    """img/s of ``ddpm.train`` itself: ``repeats`` calls on the same model in the same process, each
+    ``warmup + steps`` steps long; each call's ``images_per_second`` (measured by ``ddpm.train`` after its
+    first steps: compilation, CUDA-graph capture, the optimiser's first allocations)."""
     model = UNet.preset("ddpm-cifar10")
     sched = ddpm.Schedule.linear(T=1000)
-    t0 = time.perf_counter()
-    ddpm.train(model, sched, data, train_config(batch, recipe, warmup), progress=False)
-    warm_s = time.perf_counter() - t0
-    rates = []
+    n = max(4 * warmup, warmup + steps)  # ddpm.train leaves out min(20, n // 4) steps
+    rates, secs = [], []
     for _ in range(repeats):
-        res = ddpm.train(model, sched, data, train_config(batch, recipe, steps), progress=False)
-        rates.append(batch * steps / res.seconds)
-    return {"img_per_s": common.median(rates), "img_per_s_repeats": rates, "warmup_s": warm_s,
-            "steps_per_repeat": steps, "through": "ddpm.train"}
+        t0 = time.perf_counter()
+        res = ddpm.train(model, sched, data, train_config(batch, recipe, n), progress=False)
+        secs.append(time.perf_counter() - t0)
+        rates.append(res.images_per_second or batch * n / res.seconds)
+    return {"img_per_s": common.median(rates), "img_per_s_repeats": rates, "call_s": secs, "warmup_s": secs[0],
+            "steps_per_call": n, "steps_left_out_per_call": res.warmup_steps, "through": "ddpm.train"}
 
 
 def peer(data, batch: int, recipe: str, warmup: int, steps: int, repeats: int) -> dict:
@@ -84,22 +91,23 @@ def peer(data, batch: int, recipe: str, warmup: int, steps: int, repeats: int) -
 
 
 def count_syncs(data, batch: int, steps: int = 4) -> dict:
-    """Host-device synchronisations in ``steps`` steps of ``ddpm.train`` (eager bf16), counted by CUDA's sync
-    debug mode; one is the loss read-back at the end of the call."""
-    model = UNet.preset("ddpm-cifar10")
-    sched = ddpm.Schedule.linear(T=1000)
-    cfg = train_config(batch, "bf16", steps)
-    ddpm.train(model, sched, data, cfg, progress=False)  # warm: lazy initialisations are not the step's
+    """Host-device synchronisations in ``steps`` calls of ``ddpm.TrainStep`` (the step ``ddpm.train`` runs;
+    eager bf16), counted by CUDA's sync debug mode after one warm-up step."""
+    model = UNet.preset("ddpm-cifar10").to(data.device)
+    gen = torch.Generator(device=data.device).manual_seed(0)
+    step = ddpm.TrainStep(model, ddpm.Schedule.linear(T=1000), train_config(batch, "bf16", steps + 1), generator=gen)
+    step(data, 1)
+    torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            ddpm.train(model, sched, data, cfg, progress=False)
+            for k in range(2, steps + 2):
+                step(data, k)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     msgs = [str(x.message).splitlines()[0][:160] for x in w if "synchroniz" in str(x.message).lower()]
-    return {"steps": steps, "syncs": len(msgs), "syncs_per_step_excluding_final_readback": (len(msgs) - 1) / steps,
-            "messages": sorted(set(msgs))}
+    return {"steps": steps, "syncs": len(msgs), "syncs_per_step": len(msgs) / steps, "messages": sorted(set(msgs))}
 
 
 def without_t_check_syncs():
@@ -218,8 +226,18 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's t10k IDX files for the loss curve "
                     "(default: ddpm.data's usual places)")
     ap.add_argument("--name", default="train.json", help="output file name (default train.json)")
+    ap.add_argument("--recipes", default=",".join([*RECIPES, WHOLE_STEP]), help="recipes to time (default: all)")
+    ap.add_argument("--sides", default="peer,ours", help="peer, ours or both (default peer,ours)")
+    ap.add_argument("--stages", default="syncs,profile,curve", help="extra stages (default syncs,profile,curve)")
     ap.add_argument("--quick", action="store_true", help="a tiny CPU run that checks the script")
     args = ap.parse_args(argv)
+    known = {*RECIPES, WHOLE_STEP}
+    if not set(args.recipes.split(",")) <= known or not set(args.sides.split(",")) <= {"peer", "ours"} \
+            or not set(args.stages.split(",")) <= {"syncs", "profile", "curve", ""}:
+        print(f"--recipes must be among {sorted(known)}, --sides among peer, ours, --stages among syncs, profile, "
+              "curve", file=sys.stderr)
+        return 2
+    chosen, sides, stages = args.recipes.split(","), args.sides.split(","), args.stages.split(",")
     cuda = torch.cuda.is_available()
     if not cuda and not args.quick:
         print("gpu_train needs a CUDA device; use --quick to check the script on the CPU", file=sys.stderr)
@@ -253,6 +271,8 @@ def main(argv=None) -> int:
 
     def measure(side: str, recipe: str, batch: int, need: float):
         label = f"{side}:{recipe}:b{batch}"
+        if recipe not in chosen or side not in sides:
+            return
         with rec.stage(label, need=need) as ok:
             if not ok:
                 return
@@ -276,40 +296,51 @@ def main(argv=None) -> int:
         for side in ("peer", "ours"):
             measure(side, recipe, b0, need=60)
 
-    if cuda:
-        with rec.stage("syncs", need=40):
-            rec["syncs"] = count_syncs(pool, b0)
-            print("syncs", rec["syncs"], flush=True)
-        if rec.data.get("syncs", {}).get("syncs_per_step_excluding_final_readback", 0) > 0:
-            with rec.stage("diagnosis", need=60):  # the same bf16+compile run with check_t's value check skipped
-                restore = without_t_check_syncs()
-                try:
-                    r = ours(pool, b0, "bf16+compile", args.warmup, args.steps, args.repeats)
-                finally:
-                    restore()
-                rec["diagnosis"] = {"what": "ours bf16+compile with check_t's int(t.min()) / int(t.max()) skipped on "
-                                            "CUDA tensors", "batch": b0, **r}
-                print("diagnosis", r["img_per_s"], flush=True)
+    if cuda and "syncs" in stages:
+        with rec.stage("syncs", need=40) as ok:
+            if ok:
+                rec["syncs"] = count_syncs(pool, b0)
+                print("syncs", rec["syncs"], flush=True)
+        if rec.data.get("syncs", {}).get("syncs_per_step", 0) > 0:
+            with rec.stage("diagnosis", need=60) as ok:  # the same bf16+compile run with check_t's value check skipped
+                if ok:
+                    restore = without_t_check_syncs()
+                    try:
+                        r = ours(pool, b0, "bf16+compile", args.warmup, args.steps, args.repeats)
+                    finally:
+                        restore()
+                    rec["diagnosis"] = {"what": "ours bf16+compile with check_t's int(t.min()) / int(t.max()) skipped on "
+                                                "CUDA tensors", "batch": b0, **r}
+                    print("diagnosis", r["img_per_s"], flush=True)
 
+    if cuda:
+        measure("ours", WHOLE_STEP, b0, need=60)
     for batch in batches[1:]:
         for recipe in (FASTEST, "bf16+compile"):
             if recipe in recipes:
                 for side in ("peer", "ours"):
                     measure(side, recipe, batch, need=70)
+        if cuda:
+            measure("ours", WHOLE_STEP, batch, need=60)
 
-    if cuda:
-        with rec.stage("profile", need=50):
-            rec["profile"] = {FASTEST: profile_ours(pool, b0, FASTEST, steps=10)}
-            print("profile", {k: v for k, v in rec["profile"][FASTEST].items() if k not in ("top", "copy_ops")}, flush=True)
-        with rec.stage("profile_no_graphs", need=50):
-            rec["profile"]["bf16+compile"] = profile_ours(pool, b0, "bf16+compile", steps=10)
-            for row in rec["profile"]["bf16+compile"]["copy_ops"][:8]:
-                print("copy", row, flush=True)
-    with rec.stage("loss_curve", need=90):
-        fm = ddpm.data.load_mnist_like("fashion-mnist", data_dir=args.data_dir, split="test")
-        fm = torch.nn.functional.pad(fm, (2, 2, 2, 2), value=-1.0).repeat(1, 3, 1, 1)  # (N, 3, 32, 32)
-        rec["loss_curve"] = loss_curves(fm[:64] if args.quick else fm, b0, args.curve_steps, FASTEST if cuda else "fp32")
-        print("loss curve", {k: [round(v, 4) for v in vals] for k, vals in rec["loss_curve"]["window_means"].items()}, flush=True)
+    if cuda and "profile" in stages:
+        with rec.stage("profile", need=50) as ok:
+            if ok:
+                rec["profile"] = {FASTEST: profile_ours(pool, b0, FASTEST, steps=10)}
+                print("profile", {k: v for k, v in rec["profile"][FASTEST].items() if k not in ("top", "copy_ops")}, flush=True)
+        with rec.stage("profile_no_graphs", need=50) as ok:
+            if ok:
+                rec["profile"]["bf16+compile"] = profile_ours(pool, b0, "bf16+compile", steps=10)
+                for row in rec["profile"]["bf16+compile"]["copy_ops"][:8]:
+                    print("copy", row, flush=True)
+    if "curve" in stages:
+        with rec.stage("loss_curve", need=90) as ok:
+            if ok:
+                fm = ddpm.data.load_mnist_like("fashion-mnist", data_dir=args.data_dir, split="test")
+                fm = torch.nn.functional.pad(fm, (2, 2, 2, 2), value=-1.0).repeat(1, 3, 1, 1)  # (N, 3, 32, 32)
+                rec["loss_curve"] = loss_curves(fm[:64] if args.quick else fm, b0, args.curve_steps, FASTEST if cuda else "fp32")
+                print("loss curve", {k: [round(v, 4) for v in vals] for k, vals in rec["loss_curve"]["window_means"].items()}, flush=True)
+
 
     summary = {}
     for batch in batches:
@@ -318,6 +349,20 @@ def main(argv=None) -> int:
             if o and p:
                 summary[f"{recipe}:b{batch}"] = o["img_per_s"] / p["img_per_s"]
     rec["speedup_same_recipe"] = summary
+    fastest = {}
+    for batch in batches:  # the package's fastest flags against diffusers' same recipe and its bf16+compile
+        mine = {r: rec["train"][f"ours:{r}:b{batch}"]["img_per_s"] for r in (FASTEST, WHOLE_STEP)
+                if f"ours:{r}:b{batch}" in rec["train"]}
+        if mine:
+            best = max(mine, key=mine.get)
+            row = {"ours_recipe": best, "ours_img_per_s": mine[best]}
+            for r in (FASTEST, "bf16+compile"):
+                p = rec["train"].get(f"peer:{r}:b{batch}")
+                if p:
+                    row[f"over_peer_{r}"] = mine[best] / p["img_per_s"]
+            fastest[f"b{batch}"] = row
+    rec["fastest"] = fastest
+    print("fastest flags:", fastest, flush=True)
     print("ours / diffusers, same recipe:", {k: round(v, 3) for k, v in summary.items()}, flush=True)
     print(f"done in {rec.elapsed():.0f}s; errors: {list(rec['errors'])}", flush=True)
     rec.save()
