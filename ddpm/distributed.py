@@ -37,7 +37,8 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """A process group is running (``torchrun``, even with one process)."""
+        return self.backend is not None
 
     def close(self) -> None:
         """End the process group if this context started it."""
@@ -59,13 +60,13 @@ def _env_int(name: str) -> int | None:
 
 
 def under_torchrun() -> bool:
-    """True when the environment says this is one process of several (``WORLD_SIZE`` > 1)."""
-    ws = _env_int("WORLD_SIZE")
-    return ws is not None and ws > 1
+    """True when the environment says this process was started by ``torchrun`` (``WORLD_SIZE`` and
+    ``RANK`` set), even as its only process: ``torchrun --nproc_per_node=1`` trains with DDP too."""
+    return _env_int("WORLD_SIZE") is not None and _env_int("RANK") is not None
 
 
 def context(device: torch.device | str = "cpu", timeout: float = 600.0) -> DistContext:
-    """This process's :class:`DistContext`; under ``torchrun`` (``WORLD_SIZE`` > 1) the process
+    """This process's :class:`DistContext`; under ``torchrun`` (``WORLD_SIZE`` and ``RANK`` set) the process
     group is started if it is not yet (NCCL for a CUDA ``device``, gloo otherwise; every collective
     fails after ``timeout`` seconds instead of waiting forever)."""
     import torch.distributed as dist
@@ -76,9 +77,11 @@ def context(device: torch.device | str = "cpu", timeout: float = 600.0) -> DistC
     if not under_torchrun():
         return DistContext()
     if not dist.is_available():
-        raise ValueError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        raise ValueError("WORLD_SIZE is set but this torch build has no torch.distributed")
     ws, rank, local = _env_int("WORLD_SIZE"), _env_int("RANK"), _env_int("LOCAL_RANK")
-    if rank is None or local is None or not 0 <= rank < ws:
+    if local is None:
+        local = 0
+    if ws < 1 or not 0 <= rank < ws:
         raise ValueError(f"WORLD_SIZE={ws} needs RANK in 0..{ws - 1} and LOCAL_RANK (start the job with torchrun)")
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {}

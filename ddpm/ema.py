@@ -65,8 +65,13 @@ class EMA:
         """``theta_ema += weight (theta - theta_ema)``, ``weight = 1 - decay``: a float, or a 0-d
         tensor on the model's device (so that a captured CUDA graph can take a new value each step)."""
         ep_f, mp_f, buffers = self._pairs(model)
-        if ep_f:
-            torch._foreach_lerp_(ep_f, mp_f, weight)  # e += w (p - e)
+        if ep_f and isinstance(weight, torch.Tensor):
+            # _foreach_lerp_ would turn a tensor weight into a Python number (a sync, and a constant in a graph)
+            diff = torch._foreach_sub(mp_f, ep_f)  # p - e
+            torch._foreach_mul_(diff, weight)  # the Tensor overload: the weight stays on the device
+            torch._foreach_add_(ep_f, diff)  # e += w (p - e)
+        elif ep_f:
+            torch._foreach_lerp_(ep_f, mp_f, float(weight))  # e += w (p - e)
         for eb, mb in buffers:
             eb.copy_(mb)
 

@@ -151,7 +151,7 @@ class TrainStep:
     def _capture(self, x0, t, eps) -> None:
         self._static = (x0.clone(), t.clone(), eps.clone())
         for g in self.opt.param_groups:  # a resumed optimiser state brings a float lr back
-            if not isinstance(g["lr"], Tensor):
+            if not isinstance(g["lr"], Tensor) or g["lr"].device != self.device:
                 g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
         # Warm-up steps (on a side stream, as CUDA graphs need) create the optimiser state and let
         # cuDNN settle; they change the weights, so the state before them is restored afterwards.

@@ -25,10 +25,13 @@ Design choices, each checked by ``tests/test_train.py`` and ``tests/test_distrib
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +208,27 @@ def train(
         raise ValueError("resume=True needs out_dir (the folder holding the checkpoints)")
     if out_dir is not None:
         _check_serialisable(model, config, meta)
+    with _sync_debug(device, 0) as caller_mode:  # the caller's torch.cuda.set_sync_debug_mode applies to the steps
+        return _train_checked(model, schedule, data, config, out_dir, progress, resume, meta, device, caller_mode)
+
+
+@contextlib.contextmanager
+def _sync_debug(device: torch.device, mode):
+    """Set ``torch.cuda``'s sync debug mode inside the block (and yield the previous one). ``train`` runs
+    its set-up, read-backs and checkpoint writes, which synchronise on purpose, with mode 0, and the
+    steps with the caller's mode: under ``set_sync_debug_mode("error")`` a sync inside a step raises."""
+    if device.type != "cuda" or mode is None:
+        yield None
+        return
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield before
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+
+
+def _train_checked(model, schedule, data, config, out_dir, progress, resume, meta, device, caller_mode) -> TrainResult:
     model.to(device)
     _check_model(model, schedule, data, device)
 
@@ -214,6 +238,9 @@ def train(
         if config.batch_size % ctx.world_size:
             raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the number "
                              f"of processes, {ctx.world_size}")
+        if ctx.distributed and config.cuda_graph:
+            raise ValueError("cuda_graph captures one process's step; under torchrun DistributedDataParallel all-reduces "
+                             "outside the graph: drop cuda_graph (compile_mode 'reduce-overhead' works per process)")
         msg = None
         if ctx.is_main and out_dir is not None:
             n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -226,14 +253,15 @@ def train(
             raise RunFolderError(msg)
         if folder is not None and folder.cleaned:
             print(f"removed {len(folder.cleaned)} temporary file(s) left by an interrupted write in {out_dir}", file=sys.stderr)
-        return _train(model, schedule, data, config, out_dir, progress and ctx.is_main, resume, meta, device, ctx, folder)
+        return _train(model, schedule, data, config, out_dir, progress and ctx.is_main, resume, meta, device, ctx, folder,
+                      caller_mode)
     finally:
         if folder is not None:
             folder.close()
         ctx.close()
 
 
-def _train(model, schedule, data, config, out_dir, progress, resume, meta, device, ctx, folder) -> TrainResult:
+def _train(model, schedule, data, config, out_dir, progress, resume, meta, device, ctx, folder, caller_mode) -> TrainResult:
     meta = {**(meta or {}), "world_size": ctx.world_size}
     sched = schedule.to(device)
     data = data.to(device)
@@ -288,7 +316,7 @@ def _train(model, schedule, data, config, out_dir, progress, resume, meta, devic
         if folder is not None:
             folder.start_log(start)
         result = _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress, start, losses, last_ckpt,
-                       meta, ctx, folder)
+                       meta, ctx, folder, caller_mode)
     result.resumed_from = start
     result.rank, result.world_size = ctx.rank, ctx.world_size
     return result
@@ -324,7 +352,8 @@ def _is_comm_error(e: BaseException) -> bool:
     return any(w in text for w in ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "socket", "broken pipe"))
 
 
-def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress, start, losses, last_ckpt, meta, ctx, folder):
+def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress, start, losses, last_ckpt, meta, ctx, folder,
+          caller_mode=None):
     B = config.batch_size
     bar = None
     if progress and start < config.steps:
@@ -361,9 +390,21 @@ def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress
             bar.set_postfix(loss=f"{vals[-1]:.4f}", refresh=False)
         last_log = (step, now, paused)
 
+    old_term = None
+    if ctx.distributed and threading.current_thread() is threading.main_thread():
+        def on_term(signum, frame):  # torchrun stops the others when one process fails
+            raise PeerLost(f"process {ctx.rank} of {ctx.world_size} was stopped by the launcher at step {step} "
+                           f"(another process failed); " + (f"the last checkpoint is {last_ckpt}" if last_ckpt else
+                           "no checkpoint was written") + "; start the job again with --resume")
+
+        old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         for step in range(start + 1, config.steps + 1):
-            step_fn(data, step)
+            if step == start + 1:
+                step_fn(data, step)  # the first step creates lazy state (optimiser moments, compiled graphs)
+            else:
+                with _sync_debug(device, caller_mode):
+                    step_fn(data, step)
             if bar is not None:
                 bar.update(1)  # host-side only: the bar moves from the first step
             if step == start + warm and t_warm is None:
@@ -390,7 +431,7 @@ def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress
         kept = f"the last checkpoint, {last_ckpt}, is kept: add --resume to continue" if last_ckpt else \
             "no checkpoint had been written yet, so nothing is kept"
         raise Interrupted(f"interrupted at step {step}; {kept}", last_ckpt, step) from None
-    except (FloatingPointError, ValueError, OSError):
+    except (FloatingPointError, ValueError, OSError, PeerLost):
         raise
     except RuntimeError as e:
         if ctx.distributed and _is_comm_error(e):
@@ -400,6 +441,8 @@ def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress
                            f"{kept}; start the job again with --resume") from None
         raise
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if bar is not None:
             bar.close()
     _sync(device)

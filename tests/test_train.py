@@ -209,3 +209,55 @@ def test_trains_the_digits_unet_and_its_checkpoint_rebuilds_it(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ck.ema(x, t), r.ema(x, t))
         torch.testing.assert_close(ck.model(x, t), r.model(x, t))
+
+
+def test_the_train_step_reads_nothing_back_from_the_device(monkeypatch):
+    """No .item(), .tolist(), int(), float() or bool() of a tensor in ddpm/step.py or ddpm/ema.py during
+    a step (each would be a host-device sync on CUDA): counted by wrapping those methods."""
+    import sys
+
+    from ddpm import TrainStep
+
+    mine = ("ddpm/step.py", "ddpm/ema.py")
+    calls = []
+
+    def wrap(name):
+        orig = getattr(torch.Tensor, name)
+
+        def f(self, *a, **k):
+            caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
+            if caller.endswith(mine):
+                calls.append((name, caller))
+            return orig(self, *a, **k)
+
+        return f
+
+    model = small_mlp()
+    cfg = TrainConfig(steps=10, batch_size=16, log_every=10)
+    st = TrainStep(model, Schedule.linear(100), cfg, generator=torch.Generator().manual_seed(0))
+    data = moons(100)
+    for name in ("item", "tolist", "__int__", "__float__", "__bool__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, wrap(name))
+    for k in range(1, 6):
+        st(data, k)
+    assert calls == []
+    st.read_losses()  # the one read-back, outside the step
+    assert [n for n, _ in calls] == ["tolist"]
+    monkeypatch.undo()
+    # The step is the step train() runs: the same losses from the same seed.
+    r = train(small_mlp(), Schedule.linear(100), data, TrainConfig(steps=5, batch_size=16, log_every=10), progress=False)
+    st2 = TrainStep(small_mlp(), Schedule.linear(100), cfg, generator=torch.Generator().manual_seed(0))
+    for k in range(1, 6):
+        st2(data, k)
+    assert st2.read_losses() == r.losses
+
+
+def test_train_reports_images_per_second_after_warm_up():
+    r = train(small_mlp(), Schedule.linear(100), moons(200), TrainConfig(steps=40, batch_size=16, log_every=10), progress=False)
+    assert r.warmup_steps == 10 and r.images_per_second > 0
+    assert r.images_per_second == pytest.approx(16 * r.steps_per_sec, rel=0.9)  # the same order as the whole-run rate
+    assert (r.rank, r.world_size) == (0, 1)
+    with pytest.raises(ValueError, match="cuda_graph is only supported on CUDA"):
+        from ddpm import TrainStep
+
+        TrainStep(small_mlp(), Schedule.linear(10), TrainConfig(cuda_graph=True), generator=torch.Generator())
