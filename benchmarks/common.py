@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ddpm.adapters import DiffusersEps
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -47,15 +49,8 @@ def peer_unet():
     return UNet2DModel(**DIFFUSERS_DDPM_CIFAR10)
 
 
-class PeerEps(torch.nn.Module):
-    """``model(x_t, t) -> eps`` for a diffusers UNet2DModel (it returns an output object; t is 0-based there)."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x, t):
-        return self.unet(x, t - 1).sample  # our t is 1..T, diffusers' timesteps are 0..T-1
+# ``model(x_t, t) -> eps`` for a diffusers UNet2DModel (t is 0-based there): the package's adapter.
+PeerEps = DiffusersEps
 
 
 def environment(commit: str | None = None) -> dict:

@@ -56,6 +56,7 @@ from .losses import (
     bits_per_dim,
 )
 from .testbed import GaussianMixture
+from .adapters import DiffusersEps, from_diffusers
 
 __version__ = "0.1.0"
 
