@@ -57,6 +57,7 @@ from .losses import (
 )
 from .testbed import GaussianMixture
 from .adapters import DiffusersEps, from_diffusers
+from .linear_gaussian import EpsOffset, LinearGaussianChain
 
 __version__ = "0.1.0"
 
