@@ -200,16 +200,11 @@ def peer_unet(**changes):
     return UNet2DModel(**{**DIFFUSERS_DDPM_CIFAR10, **changes})
 
 
-class PeerEps(torch.nn.Module):
-    """``model(x_t, t) -> eps`` for a diffusers ``UNet2DModel``: it counts t from 0 to T - 1 and returns an
-    output object."""
+def peer_eps(unet):
+    """``model(x_t, t) -> eps`` for a diffusers ``UNet2DModel`` (the package's adapter: t 1..T -> 0..T-1)."""
+    import ddpm
 
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x, t):
-        return self.unet(x, t - 1).sample
+    return ddpm.from_diffusers(unet)
 
 
 def peer_scheduler(kind: str = "ddpm", T: int = 1000):

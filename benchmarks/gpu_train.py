@@ -258,7 +258,7 @@ def main(argv=None) -> int:
 
     with rec.stage("models"):
         x1, t1 = torch.randn(1, 3, 32, 32, device=device), torch.tensor([500], device=device)
-        m = {"ours": UNet.preset("ddpm-cifar10"), "peer": common.PeerEps(common.peer_unet())}
+        m = {"ours": UNet.preset("ddpm-cifar10"), "peer": common.peer_eps(common.peer_unet())}
         rec["models"] = {k: {"params": common.num_params(v), "fwd_flops": common.forward_flops(v.to(device).eval(), x1, t1)}
                          for k, v in m.items()}
         del m

@@ -56,6 +56,8 @@ from .losses import (
     bits_per_dim,
 )
 from .testbed import GaussianMixture
+from .adapters import DiffusersEps, from_diffusers
+from .linear_gaussian import EpsOffset, LinearGaussianChain
 
 __version__ = "0.1.0"
 

@@ -206,7 +206,8 @@ def ddim_eta_max(schedule: Schedule, t: TimeArg, t_prev: TimeArg) -> Tensor:
     t, t_prev = _check_pair(schedule, t, t_prev, None)
     a = schedule.alpha_bars
     at, ap = _take(a, t), _take(a, t_prev)
-    return ((1 - at) * ap / (ap - at)).sqrt()
+    out = ((1 - at) * ap / (ap - at)).sqrt()
+    return torch.where(ap == 1, torch.full_like(out, math.inf), out)  # t_prev = 0: sigma = 0 for every eta
 
 
 def _check_ddim_bound(schedule: Schedule, t: TimeArg, t_prev: TimeArg, eta: float) -> None:

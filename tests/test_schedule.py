@@ -1,5 +1,6 @@
 """Schedule: the t-indexing convention, claims F5-F7, and bad input."""
 
+import dataclasses
 import math
 
 import pytest
@@ -28,11 +29,14 @@ def test_indexing_convention():
 def test_from_betas_identities(b):
     s = Schedule.from_betas(b)
     bt = torch.tensor(b, dtype=torch.float64)
-    torch.testing.assert_close(s.alpha_bars[1:], torch.cumprod(1 - bt, 0))
+    # abar_t through logarithms (a different route from the cumulative product)
+    torch.testing.assert_close(s.alpha_bars[1:], torch.exp(torch.cumsum(torch.log1p(-bt), 0)))
     # F5: SNR strictly decreasing for any beta in (0, 1)
     assert (s.snr[1:] < s.snr[:-1]).all()
-    # E5: beta~_t = (1 - abar_{t-1}) beta_t / (1 - abar_t) < beta_t for t >= 2, beta~_1 = 0
-    torch.testing.assert_close(s.posterior_variance[1:], (1 - s.alpha_bars[:-1]) * s.betas[1:] / (1 - s.alpha_bars[1:]))
+    # E5 by the precision form of Bayes' rule: 1/beta~_t = alpha_t/beta_t + 1/(1 - abar_{t-1}) (t >= 2)
+    if len(b) >= 2:
+        prec = s.alphas[2:] / s.betas[2:] + 1 / (1 - s.alpha_bars[1:-1])
+        torch.testing.assert_close(1 / s.posterior_variance[2:], prec, rtol=1e-9, atol=0)
     assert s.posterior_variance[1] == 0
     assert (s.posterior_variance[2:] < s.betas[2:]).all()
     torch.testing.assert_close(s.sqrt_alpha_bars**2 + s.sqrt_one_minus_alpha_bars**2, torch.ones(len(b) + 1, dtype=torch.float64))
@@ -97,5 +101,22 @@ def test_bad_input(call, match):
 
 def test_frozen():
     s = Schedule.linear(T=3)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.betas = torch.zeros(4)
+
+
+def test_fields_are_derived_from_betas():
+    s = Schedule.linear(T=7)
+    direct = Schedule(s.betas)  # the full beta_0..beta_T vector
+    for f in dataclasses.fields(Schedule):
+        torch.testing.assert_close(getattr(direct, f.name), getattr(s, f.name), rtol=0, atol=0)
+    with pytest.raises(TypeError):
+        Schedule(s.betas, alphas=s.alphas)  # derived fields cannot be passed, so they cannot disagree
+    with pytest.raises(ValueError, match="betas\\[0\\] must be 0"):
+        Schedule(s.betas[1:])
+    with pytest.raises(ValueError, match="strictly inside"):
+        Schedule(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    # to() converts each float64 field, it does not recompute in the new dtype
+    s32 = s.to(dtype=torch.float32)
+    torch.testing.assert_close(s32.snr, s.snr.float(), rtol=0, atol=0)
+    assert s.alpha_bars.dtype == torch.float64  # the original is untouched
