@@ -110,25 +110,6 @@ def count_syncs(data, batch: int, steps: int = 4) -> dict:
     return {"steps": steps, "syncs": len(msgs), "syncs_per_step": len(msgs) / steps, "messages": sorted(set(msgs))}
 
 
-def without_t_check_syncs():
-    """For the diagnosis only: a ``check_t`` that skips the value check (``int(t.min())``, ``int(t.max())``)
-    on CUDA tensors, installed wherever ``ddpm`` imported it. Returns a function that restores it."""
-    import ddpm._utils as U
-
-    orig = U.check_t
-
-    def check_t(t, *args, **kw):
-        if isinstance(t, torch.Tensor) and t.is_cuda and t.dim() == 1:
-            return t.long()
-        return orig(t, *args, **kw)
-
-    patched = [(m, n) for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("ddpm")
-               for n, v in vars(m).items() if v is orig]
-    for m, n in patched:
-        setattr(m, n, check_t)
-    return lambda: [setattr(m, n, orig) for m, n in patched]
-
-
 def profile_ours(data, batch: int, recipe: str, steps: int, top: int = 15) -> dict:
     """Kernels of ``steps`` steps of ``ddpm.train`` in ``recipe`` (after a warm-up call): self time per step,
     grouped by kind; the copy operators with the shapes they copied (recipes without CUDA graphs only: in a
@@ -222,7 +203,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=30, help="steps per timed repeat (default 30)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
     ap.add_argument("--warmup", type=int, default=8, help="untimed warm-up steps (default 8)")
-    ap.add_argument("--curve-steps", type=int, default=250, help="steps of the real-data loss curve (default 250)")
+    ap.add_argument("--curve-steps", type=int, default=200, help="steps of the real-data loss curve (default 200)")
     ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's t10k IDX files for the loss curve "
                     "(default: ddpm.data's usual places)")
     ap.add_argument("--name", default="train.json", help="output file name (default train.json)")
@@ -301,20 +282,29 @@ def main(argv=None) -> int:
             if ok:
                 rec["syncs"] = count_syncs(pool, b0)
                 print("syncs", rec["syncs"], flush=True)
-        if rec.data.get("syncs", {}).get("syncs_per_step", 0) > 0:
-            with rec.stage("diagnosis", need=60) as ok:  # the same bf16+compile run with check_t's value check skipped
-                if ok:
-                    restore = without_t_check_syncs()
-                    try:
-                        r = ours(pool, b0, "bf16+compile", args.warmup, args.steps, args.repeats)
-                    finally:
-                        restore()
-                    rec["diagnosis"] = {"what": "ours bf16+compile with check_t's int(t.min()) / int(t.max()) skipped on "
-                                                "CUDA tensors", "batch": b0, **r}
-                    print("diagnosis", r["img_per_s"], flush=True)
 
     if cuda:
         measure("ours", WHOLE_STEP, b0, need=60)
+    if cuda and "profile" in stages:
+        with rec.stage("profile", need=50) as ok:
+            if ok:
+                rec["profile"] = {FASTEST: profile_ours(pool, b0, FASTEST, steps=10)}
+                print("profile", {k: v for k, v in rec["profile"][FASTEST].items() if k not in ("top", "copy_ops")}, flush=True)
+    if "curve" in stages:
+        with rec.stage("loss_curve", need=45) as ok:
+            if ok:
+                fm = ddpm.data.load_mnist_like("fashion-mnist", data_dir=args.data_dir, split="test")
+                fm = torch.nn.functional.pad(fm, (2, 2, 2, 2), value=-1.0).repeat(1, 3, 1, 1)  # (N, 3, 32, 32)
+                rec["loss_curve"] = loss_curves(fm[:64] if args.quick else fm, b0, args.curve_steps, FASTEST if cuda else "fp32")
+                print("loss curve", {k: [round(v, 4) for v in vals] for k, vals in rec["loss_curve"]["window_means"].items()}, flush=True)
+
+
+    if cuda and "profile" in stages:
+        with rec.stage("profile_no_graphs", need=50) as ok:
+            if ok:
+                rec["profile"]["bf16+compile"] = profile_ours(pool, b0, "bf16+compile", steps=10)
+                for row in rec["profile"]["bf16+compile"]["copy_ops"][:8]:
+                    print("copy", row, flush=True)
     for batch in batches[1:]:
         for recipe in (FASTEST, "bf16+compile"):
             if recipe in recipes:
@@ -322,25 +312,6 @@ def main(argv=None) -> int:
                     measure(side, recipe, batch, need=70)
         if cuda:
             measure("ours", WHOLE_STEP, batch, need=60)
-
-    if cuda and "profile" in stages:
-        with rec.stage("profile", need=50) as ok:
-            if ok:
-                rec["profile"] = {FASTEST: profile_ours(pool, b0, FASTEST, steps=10)}
-                print("profile", {k: v for k, v in rec["profile"][FASTEST].items() if k not in ("top", "copy_ops")}, flush=True)
-        with rec.stage("profile_no_graphs", need=50) as ok:
-            if ok:
-                rec["profile"]["bf16+compile"] = profile_ours(pool, b0, "bf16+compile", steps=10)
-                for row in rec["profile"]["bf16+compile"]["copy_ops"][:8]:
-                    print("copy", row, flush=True)
-    if "curve" in stages:
-        with rec.stage("loss_curve", need=90) as ok:
-            if ok:
-                fm = ddpm.data.load_mnist_like("fashion-mnist", data_dir=args.data_dir, split="test")
-                fm = torch.nn.functional.pad(fm, (2, 2, 2, 2), value=-1.0).repeat(1, 3, 1, 1)  # (N, 3, 32, 32)
-                rec["loss_curve"] = loss_curves(fm[:64] if args.quick else fm, b0, args.curve_steps, FASTEST if cuda else "fp32")
-                print("loss curve", {k: [round(v, 4) for v in vals] for k, vals in rec["loss_curve"]["window_means"].items()}, flush=True)
-
 
     summary = {}
     for batch in batches:
