@@ -198,7 +198,8 @@ def loss_curves(data, batch: int, steps: int, fast: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget", type=float, default=560.0, help="seconds for the whole script (default 560)")
+    ap.add_argument("--budget", type=float, default=float("inf"),
+                    help="seconds for the whole script: a stage that would not fit is skipped and says so (default: no limit)")
     ap.add_argument("--batches", default="128,256", help="batch sizes, comma-separated (default 128,256)")
     ap.add_argument("--steps", type=int, default=30, help="steps per timed repeat (default 30)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
