@@ -126,6 +126,8 @@ def main(argv=None) -> int:
         "torchrun_over_single": med["torchrun"] / med["single"] if med["single"] > 0 else None,
         # Spread of the single-process runs: the noise the ratio is compared with.
         "single_spread": (max(ips["single"]) - min(ips["single"])) / med["single"] if med["single"] > 0 else None,
+        # One process either way: the same draws, so the same losses (to float tolerance on a GPU).
+        "final_losses": {k: [r.get("final_loss") for r in v] for k, v in runs.items()},
         "failures": sum(1 for v in runs.values() for r in v if r.get("error") is not None),
     }
     path = out_dir() / ("ddp_one_gpu_quick.json" if args.quick else "ddp_one_gpu.json")

@@ -26,7 +26,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     bf16: bool = False  # bf16 autocast for the forward pass (CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only)
-    compile_mode: str = "default"  # "reduce-overhead" captures the step in CUDA graphs: 2x on a launch-bound host (benchmarks/NOTES.md)
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" also replays the network in CUDA graphs (fewer kernel launches)
     channels_last: bool = False  # NHWC activations for image models (CUDA; with bf16 + compile)
     log_every: int = 100  # steps between loss read-backs: the bar's loss, NaN checks and a row of the run folder's loss.csv
     cuda_graph: bool = False  # capture the whole step (forward, backward, clipping, AdamW, EMA) in one CUDA graph (CUDA, one process)

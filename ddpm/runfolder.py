@@ -1,7 +1,7 @@
 """A run folder: the checkpoints, loss log and sample grids of one training run.
 
-- :class:`RunFolder` checks the folder before the first step (a folder, not a file; writable; room
-  for one checkpoint), takes a lock on ``.lock`` (``fcntl.flock``) so a second run writing into the
+- :class:`RunFolder` checks the folder before the first step (a folder, not a file; writable; free
+  space for one checkpoint), takes a lock on ``.lock`` (``fcntl.flock``) so a second run writing into the
   same folder is refused while the first is alive (the lock goes with the process, also on kill -9),
   and removes temporary files a killed write left behind.
 - ``loss.csv``: one row per log interval, ``step,loss,lr,seconds,images_per_second``; a resumed run
@@ -17,6 +17,7 @@ import csv
 import errno
 import io
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -68,13 +69,13 @@ class RunFolder:
     """The folder of one run, locked while the run is alive. Use as a context manager or call
     :meth:`close`."""
 
-    def __init__(self, path, *, check_bytes: bytes | None = None):
+    def __init__(self, path, *, need_bytes: int = 0):
         self.path = Path(path)
         self._lock_fd = None
         self.cleaned: list[Path] = []
-        self._open(check_bytes)
+        self._open(need_bytes)
 
-    def _open(self, check_bytes) -> None:
+    def _open(self, need_bytes: int) -> None:
         p = self.path
         if p.exists() and not p.is_dir():
             raise RunFolderError(f"cannot use {p} as the run folder: it is a file, not a folder")
@@ -87,10 +88,13 @@ class RunFolder:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise os_error(p, "write into the run folder", e) from None
-        import fcntl
-
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            fcntl = None
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -111,20 +115,24 @@ class RunFolder:
                     self.cleaned.append(q)
                 except OSError:
                     pass
-        if check_bytes is not None:  # a dry write of a checkpoint's size: the folder takes one
-            probe = p / f".preflight.tmp-{os.getpid()}"
+        probe = p / f".preflight.tmp-{os.getpid()}"  # a small write: the folder takes files
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise os_error(p, "write into the run folder", e) from None
+        finally:
             try:
-                with open(probe, "wb") as f:
-                    f.write(check_bytes)
-                    f.flush()
-                    os.fsync(f.fileno())
-            except OSError as e:
-                raise os_error(p, "write a checkpoint into", e) from None
-            finally:
-                try:
-                    probe.unlink()
-                except OSError:
-                    pass
+                probe.unlink()
+            except OSError:
+                pass
+        if need_bytes:
+            free = shutil.disk_usage(p).free
+            if free < need_bytes:
+                raise RunFolderError(f"cannot write checkpoints into {p}: {free / 2**20:.0f} MiB free, a checkpoint "
+                                     f"needs about {need_bytes / 2**20:.0f} MiB")
 
     def close(self) -> None:
         if self._lock_fd is not None:

@@ -1,5 +1,5 @@
-"""One training step of DDPM Algorithm 1, shared by :func:`ddpm.train` and the benchmarks
-(book chapter "Training and sampling").
+"""One training step of DDPM Algorithm 1 (eq. 14), the step :func:`ddpm.train` runs: time it to time
+what a user runs (book chapter "Training and sampling").
 
 A step draws a batch, ``t`` and ``eps`` for the *global* batch, takes this process's slice of
 them, computes ``loss_simple`` (DDPM eq. 14), back-propagates, clips the gradient norm, takes an

@@ -1,7 +1,7 @@
 """The training loop: DDPM Algorithm 1 with AdamW, warm-up, gradient clipping and EMA weights
 (book chapter "Training and sampling").
 
-Design choices, each checked by ``tests/test_train.py`` and ``tests/test_distributed.py``:
+Design choices, each checked by the package's tests:
 
 - All randomness (batches, ``t``, ``eps``) comes from one ``torch.Generator`` seeded by
   ``config.seed``; the global RNG is seeded inside a ``fork_rng`` block (for dropout), so calling
@@ -233,7 +233,7 @@ def _train_checked(model, schedule, data, config, out_dir, progress, resume, met
     _check_model(model, schedule, data, device)
 
     ctx = _dist.context(device, timeout=config.dist_timeout)
-    folder = None
+    folder, ok = None, False
     try:
         if config.batch_size % ctx.world_size:
             raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the number "
@@ -245,7 +245,7 @@ def _train_checked(model, schedule, data, config, out_dir, progress, resume, met
         if ctx.is_main and out_dir is not None:
             n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
             try:
-                folder = RunFolder(out_dir, check_bytes=b"\0" * min(4 * n_bytes + (1 << 16), 1 << 31))
+                folder = RunFolder(out_dir, need_bytes=4 * n_bytes)  # weights, EMA and AdamW's two moments
             except RunFolderError as e:
                 msg = str(e)
         msg = _dist.broadcast_error(msg, ctx)  # every process stops with rank 0's message
@@ -253,12 +253,15 @@ def _train_checked(model, schedule, data, config, out_dir, progress, resume, met
             raise RunFolderError(msg)
         if folder is not None and folder.cleaned:
             print(f"removed {len(folder.cleaned)} temporary file(s) left by an interrupted write in {out_dir}", file=sys.stderr)
-        return _train(model, schedule, data, config, out_dir, progress and ctx.is_main, resume, meta, device, ctx, folder,
-                      caller_mode)
+        result = _train(model, schedule, data, config, out_dir, progress and ctx.is_main, resume, meta, device, ctx, folder,
+                        caller_mode)
+        ok = True
+        return result
     finally:
         if folder is not None:
             folder.close()
-        ctx.close()
+        if ok or ctx.backend == "gloo":
+            ctx.close()  # after a failed NCCL collective, ending the group can block: the process exits instead
 
 
 def _train(model, schedule, data, config, out_dir, progress, resume, meta, device, ctx, folder, caller_mode) -> TrainResult:

@@ -132,6 +132,23 @@ def test_a_killed_process_ends_the_job_and_the_run_resumes_with_another_world_si
     assert steps == list(range(10, 601, 10))  # the log: rows up to the checkpoint kept, the rest appended once
 
 
+def test_the_command_line_trains_under_torchrun(tmp_path):
+    """(No --n here: torchrun's own parser takes it for an abbreviation of --nnodes/--nproc-per-node.)"""
+    from ddpm.checkpoint import list_checkpoints, load_checkpoint
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddpm",
+                        "train", "--data", "moons", "--T", "50", "--hidden", "16", "--layers", "1",
+                        "--batch-size", "32", "--steps", "20", "--checkpoint-every", "10", "--log-every", "5",
+                        "--no-progress", "--device", "cpu", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert [k for k, _ in list_checkpoints(out)] == [10, 20]
+    ck = load_checkpoint(out)
+    assert ck.meta["world_size"] == 2 and ck.meta["data"] == "moons" and len(ck.losses) == 20
+
+
 def test_shard_covers_every_index_once():
     from ddpm.distributed import shard
 
@@ -148,13 +165,15 @@ def sharded_worker(out: str) -> None:
     """Under torchrun: sample_sharded with a toy sampler; rank 0 saves what it gathered."""
     import torch.distributed as dist
 
-    from ddpm.distributed import context, sample_sharded
+    from ddpm.distributed import context, gather, sample_sharded, shard
 
     ctx = context("cpu")
     x = sample_sharded(lambda k, g: torch.randn(k, 3, generator=g), 10, seed=5, batch_size=3, ctx=ctx)
     assert (x is None) == (ctx.rank != 0)
+    mine = shard(7, ctx.rank, ctx.world_size)
+    items = gather(torch.arange(mine.start, mine.stop).float().unsqueeze(1) * 10, 7, ctx)  # (7, 1) on rank 0
     if ctx.rank == 0:
-        torch.save(x, out)
+        torch.save({"samples": x, "gathered": items}, out)
     dist.barrier()
     ctx.close()
 
@@ -170,7 +189,9 @@ def test_sample_sharded_does_not_depend_on_the_number_of_processes(tmp_path):
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(HERE),
                         "sharded", str(tmp_path / "x.pt")], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert torch.equal(torch.load(tmp_path / "x.pt"), one)
+    got = torch.load(tmp_path / "x.pt")
+    assert torch.equal(got["samples"], one)
+    assert torch.equal(got["gathered"], torch.arange(7).float().unsqueeze(1) * 10)
     with pytest.raises(ValueError, match="n must be"):
         sample_sharded(fn, 0, ctx=DistContext())
 

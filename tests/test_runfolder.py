@@ -168,3 +168,16 @@ def test_the_progress_bar_moves_from_the_first_step(monkeypatch):
     train(Counting(), S, moons(), TrainConfig(steps=6, batch_size=8, log_every=3), progress=True)
     assert [n for k, n in seen if k == "n"] == [1, 2, 3, 4, 5, 6]
     assert [n for k, n in seen if k == "loss"] == [3, 6]  # the loss at the read-backs only
+
+
+def test_too_little_free_space_for_a_checkpoint_is_refused_before_the_first_step(tmp_path, monkeypatch):
+    import collections
+
+    import ddpm.runfolder
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(ddpm.runfolder.shutil, "disk_usage", lambda p: usage(100, 90, 10))
+    m = Counting()
+    with pytest.raises(RunFolderError, match=r"MiB free, a checkpoint needs about"):
+        train(m, S, moons(), TrainConfig(steps=5, batch_size=8), out_dir=tmp_path, progress=False)
+    assert m.calls == 1
