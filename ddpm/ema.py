@@ -1,6 +1,6 @@
 """Exponential moving average of model weights (Polyak averaging; DDPM appendix B uses decay 0.9999).
 
-Book: chapter "Training a denoiser" explains why samples come from the averaged weights.
+Book: chapter 6, "Training and sampling", explains why samples come from the averaged weights.
 """
 
 from __future__ import annotations

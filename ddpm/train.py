@@ -1,5 +1,5 @@
 """The training loop: DDPM Algorithm 1 with AdamW, warm-up, gradient clipping and EMA weights
-(book chapter "Training a denoiser").
+(book chapter 6, "Training and sampling").
 
 Design choices, each checked by ``tests/test_train.py``:
 
