@@ -120,3 +120,51 @@ def test_fields_are_derived_from_betas():
     s32 = s.to(dtype=torch.float32)
     torch.testing.assert_close(s32.snr, s.snr.float(), rtol=0, atol=0)
     assert s.alpha_bars.dtype == torch.float64  # the original is untouched
+
+
+# ---------------------------------------------------------------- found by mutation testing (tests/README.md)
+def test_input_is_converted_to_float64():
+    b32 = torch.linspace(1e-4, 0.02, 10, dtype=torch.float32)
+    for s in (Schedule.from_betas(b32), Schedule(torch.cat([torch.zeros(1), b32]))):
+        for f in dataclasses.fields(Schedule):
+            assert getattr(s, f.name).dtype == torch.float64, f.name
+
+
+def test_constructor_messages_name_the_problem():
+    with pytest.raises(ValueError, match=r"Schedule\(betas\) takes beta_0..beta_T .* got shape \(2, 3\); use Schedule.from_betas for beta_1..beta_T"):
+        Schedule(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"got shape \(1,\)"):
+        Schedule(torch.zeros(1))
+    with pytest.raises(ValueError, match=r"betas\[0\] must be 0 \(t = 0 is clean data\), got 0.1"):
+        Schedule(torch.tensor([0.1, 0.2], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"strictly inside \(0, 1\); got 1.5"):
+        Schedule(torch.tensor([0.0, 1.5, 0.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"strictly inside \(0, 1\); got 0.0"):
+        Schedule.from_betas([0.1, 0.0, 0.2])
+    with pytest.raises(ValueError, match="beta_start must lie strictly inside"):
+        Schedule.linear(10, beta_start=0.0)
+    with pytest.raises(ValueError, match="beta_end must lie strictly inside"):
+        Schedule.linear(10, beta_end=1.0)
+    with pytest.raises(ValueError, match="max_beta must lie strictly inside"):
+        Schedule.cosine(10, max_beta=0.0)
+    with pytest.raises(ValueError, match="s must be >= 0, got -0.1"):
+        Schedule.cosine(10, s=-0.1)
+    for bad in (0, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="T must be an int >= 1"):
+            Schedule.linear(bad)
+
+
+def test_edges_that_are_allowed():
+    assert Schedule.linear(1).T == 1 and len(Schedule.linear(1)) == 2
+    assert Schedule.cosine(10, s=0.0).T == 10  # s = 0 is allowed
+    c = Schedule.cosine()
+    assert c.T == 1000
+    torch.testing.assert_close(c.betas, Schedule.cosine(1000, s=0.008, max_beta=0.999).betas, rtol=0, atol=0)
+    assert c.betas[-1] == 0.999  # only the last beta is clipped at max_beta
+
+
+def test_to_device_and_repr():
+    s = Schedule.linear(T=10).to(device="meta")
+    assert all(getattr(s, f.name).device.type == "meta" for f in dataclasses.fields(Schedule))
+    r = repr(Schedule.linear(T=10))
+    assert r.startswith("Schedule(T=10, beta_1=0.0001, beta_T=0.02, abar_T=0.904, dtype=torch.float64"), r
