@@ -105,7 +105,9 @@ def main() -> dict:
         targets["ddpm1000/ddim50 >= 19.5"] = sm["ddpm1000_over_ddim50"] >= 19.5
     log = RESULTS / "cuda_tests_log.txt"
     if log.is_file():
-        s["cuda_tests"] = pytest_counts(log.read_text())
+        text = log.read_text()
+        head = dict(ln.split(": ", 1) for ln in text.splitlines()[:4] if ": " in ln)
+        s["cuda_tests"] = {**pytest_counts(text), **{k: head[k] for k in ("card", "torch", "commit") if k in head}}
     if fashion:
         fd = fashion.get("fd", {})
         s["fashion_fd"] = fd
