@@ -16,9 +16,9 @@ What it does, in order (every number the chapters show comes from the files it w
 
 Usage::
 
-    python benchmarks/book_digits.py                  # auto device; ~15 min on a 2-core CPU with --fast
-    python benchmarks/book_digits.py --device cuda    # the committed run (minutes on one GPU)
-    python benchmarks/book_digits.py --fast           # fewer steps and samples, for a CPU
+    python -m benchmarks.book_digits                  # auto device; ~15 min on a 2-core CPU with --fast
+    python -m benchmarks.book_digits --device cuda    # the committed run (minutes on one GPU)
+    python -m benchmarks.book_digits --fast           # fewer steps and samples, for a CPU
 
 Chapter 7 reads the JSON; chapter 6 loads the checkpoint. Nothing here is typed into the book by hand.
 """
@@ -37,10 +37,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+import ddpm
 
-import ddpm  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT / "book" / "data"
 STEPS = (5, 10, 20, 50, 100, 1000)

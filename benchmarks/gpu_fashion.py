@@ -1,16 +1,16 @@
 """Quality on real images: train the ``fashion-mnist`` U-Net on one GPU, then the DDIM speed/quality table.
 
 1. Train ``UNet.preset("fashion-mnist")`` on the 60,000 Fashion-MNIST training images for a fixed wall-clock
-   budget (``--train-seconds``): the benchmark's training step (``ddpm.loss_simple`` + AdamW, bf16 autocast,
-   torch.compile with CUDA graphs, channels-last; see gpu_train.py) and the package's ``ddpm.EMA``.
-   The EMA weights go to ``$OUT/fashion_unet_ema.safetensors`` (carry them back in to re-sample).
+   with ``ddpm.train`` and the package's fastest flags (bf16 autocast, ``torch.compile`` with CUDA graphs,
+   channels-last; EMA included) for ``--steps`` steps. The EMA weights go to
+   ``fashion_unet_ema_{a,b}.safetensors`` (two files of under 16 MB; ``--weights`` loads them to re-sample).
 2. Sample 10,000 images with DDIM for S in 10, 20, 50, 100 and eta in 0, 0.5, 1 (``ddpm.sample_ddim``,
    trailing spacing) and with DDPM-1000 (``ddpm.sample_ddpm``), from the same x_T for every setting.
 3. ``ddpm.frechet_distance(samples, test images, dataset="fashion-mnist")`` for each, the data-vs-data
    baseline (10,000 training images against the 10,000 test images), and bits/dim
    (``ddpm.bits_per_dim``, float32) on a test subset.
 
-    GIT_COMMIT=$(git rev-parse HEAD) python benchmarks/gpu_fashion.py --train-seconds 240 --budget 570
+    python -m benchmarks.gpu_fashion --data-dir /usr/share/datasets/fashion-mnist   # -> fashion.json
 """
 
 from __future__ import annotations
@@ -18,21 +18,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from ddpm.fast import FastEps  # noqa: E402
-from gpu_train import MODES, Trainer  # noqa: E402
+import ddpm
+from ddpm.data import load_mnist_like
+from ddpm.nets.unet import UNet
 
-import ddpm  # noqa: E402
-from ddpm.data import load_mnist_like  # noqa: E402
-from ddpm.nets.unet import UNet  # noqa: E402
+from . import common
 
 SETTINGS = [("ddim", S, eta) for S in (10, 20, 50, 100) for eta in (0.0, 0.5, 1.0)] + [("ddpm", 1000, None)]
 # The headline comparisons first, so that a run cut short by its deadline still answers them.
@@ -43,7 +40,7 @@ CLASSIFIER_JOB = """
 import sys, torch
 torch.set_num_threads(12)
 from ddpm import classifier as C
-m, rep = C.train_classifier("fashion-mnist", data_dir=sys.argv[1], progress=False)
+m, rep = C.train_classifier("fashion-mnist", data_dir=sys.argv[1] or None, progress=False)
 C.save_classifier(m, rep, "fashion-mnist")
 print("classifier test accuracy", rep["test_accuracy"], "seconds", rep["train_seconds"], flush=True)
 """
@@ -61,10 +58,11 @@ def grid_png(x: torch.Tensor, path: Path, nrow: int = 10) -> None:
     plt.imsave(path, rows.numpy(), cmap="gray", vmin=0, vmax=1)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=float, default=570.0)
-    ap.add_argument("--train-seconds", type=float, default=240.0)
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", type=float, default=float("inf"),
+                    help="seconds for the whole script: a stage that would not fit is skipped and says so (default: no limit)")
+    ap.add_argument("--steps", type=int, default=9800, help="training steps (default 9800, about 42 epochs)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--warmup", type=int, default=300)
@@ -72,86 +70,72 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=10_000, help="samples per sampler setting")
     ap.add_argument("--sample-batch", type=int, default=5000)
     ap.add_argument("--bpd-n", type=int, default=500)
-    ap.add_argument("--data", default=".carry/fashion-mnist")
-    ap.add_argument("--weights", default=None, help="skip training: load EMA weights from this safetensors file")
+    ap.add_argument("--data-dir", default=None, help="Fashion-MNIST's IDX files (default: ddpm.data's usual places)")
+    ap.add_argument("--weights", default=None, help="skip training: load EMA weights from these safetensors files (comma-separated)")
     ap.add_argument("--settings", default="all", help="'all', or e.g. 'ddim:50:0,ddpm:1000:' ")
     ap.add_argument("--name", default="fashion.json")
     args = ap.parse_args(argv)
-    dl = common.Deadline(args.budget)
-    out = common.out_dir()
-    path = out / args.name
+    if not torch.cuda.is_available():
+        print("gpu_fashion needs a CUDA device", file=sys.stderr)
+        return 2
+    rec = common.Record(args.name, vars(args), budget=args.budget)
+    out = rec.path.parent
+    res = rec.data
+    res.update(train={}, fd={})
+    save = rec.save
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
-    res = {"env": common.environment(), "config": vars(args), "train": {}, "fd": {}, "errors": {}}
-
-    def save():
-        res["elapsed_s"] = dl.elapsed()
-        common.write_json(path, res)
-
-    xtr = load_mnist_like("fashion-mnist", data_dir=args.data, split="train")  # (60000, 1, 28, 28)
-    xte = load_mnist_like("fashion-mnist", data_dir=args.data, split="test")  # (10000, 1, 28, 28)
+    xtr = load_mnist_like("fashion-mnist", data_dir=args.data_dir, split="train")  # (60000, 1, 28, 28)
+    xte = load_mnist_like("fashion-mnist", data_dir=args.data_dir, split="test")  # (10000, 1, 28, 28)
     schedule = ddpm.Schedule.linear(T=1000)
-    sched_dev = schedule.to(device, torch.float32)
 
     # The package's Fashion-MNIST classifier (for the Frechet distance): trained on this machine's CPU,
     # in parallel with the GPU training, if its weights are not shipped yet.
-    import subprocess
-
     from ddpm import classifier as C
 
     wp = C.weights_path("fashion-mnist")
     cls_job = None
     if not wp.is_file():
-        cls_job = subprocess.Popen([sys.executable, "-c", CLASSIFIER_JOB, args.data])
+        cls_job = subprocess.Popen([sys.executable, "-c", CLASSIFIER_JOB, str(args.data_dir or "")])
 
     # ---- 1. train (or load)
     torch.manual_seed(0)
-    model = UNet.preset("fashion-mnist").to(device)
-    from ddpm.ema import EMA
-
-    ema = EMA(model, decay=args.ema)
+    model = UNet.preset("fashion-mnist")
     if args.weights:
         from safetensors.torch import load_file
 
         sd = {}
         for f in args.weights.split(","):
             sd.update(load_file(f))
-        ema.module.load_state_dict(sd)
+        emod = UNet.preset("fashion-mnist")
+        emod.load_state_dict(sd)
         res["train"]["weights_from"] = args.weights
     else:
-        mode = "bf16+compile+cl+fused+cudagraphs"
-        tr = Trainer(model, sched_dev, xtr.to(device), args.batch, mode, lr=args.lr)
-        losses, step, t0 = [], 0, time.perf_counter()
-        buf = []
-        while True:
-            step += 1
-            for g in tr.opt.param_groups:
-                g["lr"] = args.lr * min(1.0, step / args.warmup)
-            buf.append(tr.step())
-            ema.update(tr.model, step)
-            if step % 200 == 0:
-                losses.extend(torch.stack(buf).float().cpu().tolist())  # one host sync per 200 steps
-                buf = []
-                if time.perf_counter() - t0 > args.train_seconds:
-                    break
-        torch.cuda.synchronize()
+        cfg = ddpm.TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, ema_decay=args.ema,
+                               device="cuda", bf16=True, compile=True, compile_mode="reduce-overhead", channels_last=True,
+                               log_every=200)
+        t0 = time.perf_counter()
+        r = ddpm.train(model, schedule, xtr, cfg, progress=False)
         secs = time.perf_counter() - t0
-        res["train"] = {"mode": mode, "steps": step, "batch": args.batch, "seconds_incl_compile": secs,
-                        "images_seen": step * args.batch, "epochs": step * args.batch / xtr.shape[0],
-                        "img_per_s_incl_compile": step * args.batch / secs, "lr": args.lr, "ema": args.ema,
+        losses = r.losses
+        res["train"] = {"config": {k: getattr(cfg, k) for k in ("steps", "batch_size", "lr", "warmup", "ema_decay",
+                                                              "bf16", "compile", "compile_mode", "channels_last")},
+                        "steps": r.step, "batch": args.batch, "seconds_incl_compile": secs,
+                        "images_seen": r.step * args.batch, "epochs": r.step * args.batch / xtr.shape[0],
+                        "img_per_s_after_warmup": r.images_per_second, "lr": args.lr, "ema": args.ema,
                         "loss_first_200_mean": sum(losses[:200]) / 200, "loss_last_200_mean": sum(losses[-200:]) / 200,
                         "losses_every_50": losses[::50]}
         print("trained", {k: v for k, v in res["train"].items() if k != "losses_every_50"}, flush=True)
         from safetensors.torch import save_file
 
-        sd = {k: v.detach().float().contiguous().cpu() for k, v in ema.module.state_dict().items()}
+        emod = r.ema
+        sd = {k: v.detach().float().contiguous().cpu() for k, v in emod.state_dict().items()}
         keys = sorted(sd)  # two files of < 16 MB each (the device tool's limit per file)
         for part, ks in (("a", keys[::2]), ("b", keys[1::2])):
             save_file({k: sd[k] for k in ks}, str(out / f"fashion_unet_ema_{part}.safetensors"))
-        del tr
         save()
 
-    emod = ema.module.float().eval()
+    emod = emod.to(device).float().eval()
 
     # ---- 2. classifier for the Frechet distance (the package's; trained on this machine if not shipped)
     if cls_job is not None:
@@ -178,7 +162,7 @@ def main(argv=None):
     save()
 
     # ---- 3. sampling table
-    net = FastEps(emod, bf16=True)
+    net = ddpm.FastEps(emod, bf16=True)
     settings = SETTINGS
     if args.settings != "all":
         settings = [(k, int(S), float(e) if e else None) for k, S, e in (x.split(":") for x in args.settings.split(","))]
@@ -188,13 +172,11 @@ def main(argv=None):
     first = {}
     for kind, S, eta in settings:
         label = f"ddpm{S}" if kind == "ddpm" else f"ddim{S}_eta{eta:g}"
-        est = None
         if label in res["fd"]:
             continue
-        if dl.left() < 45:
-            res["errors"][label] = "skipped: out of time"
-            continue
-        try:
+        with rec.stage(label, need=45) as ok:
+            if not ok:
+                continue
             t0 = time.perf_counter()
             g = torch.Generator(device=device).manual_seed(7)
             outs = []
@@ -210,12 +192,8 @@ def main(argv=None):
             res["sample_seconds"][label] = time.perf_counter() - t0
             res["fd"][label] = frechet_distance_features(features(x.cpu(), "fashion-mnist"), f_test)
             first[label] = x[:100].cpu()
-            print(label, f"FD {res['fd'][label]:.3f}", f"{res['sample_seconds'][label]:.1f}s", f"t={dl.elapsed():.0f}",
+            print(label, f"FD {res['fd'][label]:.3f}", f"{res['sample_seconds'][label]:.1f}s", f"t={rec.elapsed():.0f}",
                   flush=True)
-        except Exception as e:  # noqa: BLE001
-            res["errors"][label] = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-3000:]
-            print("ERROR", label, res["errors"][label], flush=True)
-        save()
     if first:
         for label in ("ddpm1000", "ddim50_eta0", "ddim10_eta0", "ddim10_eta1"):
             if label in first:
@@ -226,29 +204,23 @@ def main(argv=None):
     save()
 
     # ---- 4. bf16 sampler against float32 (same x_T, DDIM-50, eta 0) and bits/dim
-    if dl.left() > 60:
-        try:
+    with rec.stage("bf16_vs_fp32", need=60) as ok:
+        if ok:
             xT = x_T_all[:1000]
             a = ddpm.sample_ddim(net, schedule, xT.shape, steps=50, x_T=xT, progress=False)
             b = ddpm.sample_ddim(emod, schedule, xT.shape, steps=50, x_T=xT, progress=False)
             res["bf16_vs_fp32_rel_err_ddim50"] = float((a - b).norm() / b.norm())
-        except Exception as e:  # noqa: BLE001
-            res["errors"]["bf16_vs_fp32"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
-        save()
-    if dl.left() > 60:
-        try:
+    with rec.stage("bits_per_dim", need=60) as ok:
+        if ok:
             t0 = time.perf_counter()
             x0 = xte[: args.bpd_n].to(device)
             bpd = ddpm.bits_per_dim(emod, schedule.to(device, torch.float32), x0, generator=torch.Generator(device=device).manual_seed(3))
             res["bits_per_dim"] = {"mean": float(bpd.mean()), "sem": float(bpd.std() / math.sqrt(bpd.numel())),
                                    "n": int(bpd.numel()), "seconds": time.perf_counter() - t0, "precision": "fp32"}
             print("bits/dim", res["bits_per_dim"], flush=True)
-        except Exception as e:  # noqa: BLE001
-            res["errors"]["bits_per_dim"] = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-3000:]
-            print("ERROR bpd", res["errors"]["bits_per_dim"], flush=True)
-        save()
-    print(f"done in {dl.elapsed():.0f}s; errors: {list(res['errors'])}", flush=True)
+    print(f"done in {rec.elapsed():.0f}s; errors: {list(res['errors'])}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,7 +2,7 @@
 `python -m ddpm train` with bf16 + CUDA graphs + channels-last on Fashion-MNIST, then
 `python -m ddpm evaluate --fast` (DDIM-50 with the network in bf16 + CUDA graphs).
 
-    python benchmarks/gpu_package.py --data-dir /path/to/fashion-mnist --steps 1500
+    python -m benchmarks.gpu_package --data-dir /path/to/fashion-mnist --steps 1500
 
 Writes $OUT/package_gpu.json (or benchmarks/results/package_gpu.json without $OUT): the card, torch
 version, commit, the wall time of each command, the training speed ddpm.train reported, and the
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the package from this checkout, as the subprocesses (cwd ROOT) see it
+from .common import RESULTS, environment, out_dir, write_json
+
+ROOT = RESULTS.parents[1]  # the subprocesses run in the checkout, so they import its package
 
 
 def run(cmd: list[str], log) -> tuple[float, str]:
@@ -39,12 +40,12 @@ def run(cmd: list[str], log) -> tuple[float, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("-n", type=int, default=2000)
     args = ap.parse_args()
-    out = Path(os.environ.get("OUT", ROOT / "benchmarks" / "results"))
+    out = out_dir()
     out.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp()) / "fashion"
     py = sys.executable
@@ -60,9 +61,7 @@ def main() -> None:
     res = {
         "benchmark": "gpu_package",
         "what": "python -m ddpm train (bf16, torch.compile reduce-overhead, channels-last) then evaluate --fast (DDIM-50)",
-        "device": torch.cuda.get_device_name(0),
-        "torch": torch.__version__,
-        "commit": os.environ.get("GIT_COMMIT", "unknown"),
+        "env": environment(),
         "train_steps": args.steps,
         "train_command_seconds": round(train_s, 1),
         "train_steps_per_sec_reported_incl_compile": float(re.search(r"([\d.]+) steps/s", train_out).group(1)),
@@ -71,7 +70,7 @@ def main() -> None:
         "evaluate_command_seconds": round(eval_s, 1),
         "evaluate": json.loads(stdout),
     }
-    (out / "package_gpu.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_json(out / "package_gpu.json", res)
     print(json.dumps(res, indent=1))
 
 

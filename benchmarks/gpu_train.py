@@ -1,24 +1,16 @@
-"""Training throughput on one GPU: our ``ddpm-cifar10`` U-Net against diffusers' ``UNet2DModel``.
+"""Training throughput on one GPU: what a user runs (``ddpm.train``) against diffusers' ``UNet2DModel`` in
+the loop of its ``train_unconditional`` example, in the same process, on the same card and data.
 
-Both networks run in the SAME training step (``ddpm.loss_simple`` with the core's own draws of t and eps,
-backward, gradient clipping at 1, AdamW step), batch 128 at 3x32x32, in each precision / compilation mode.
-Warm-up steps (compilation included) are excluded; each repeat of K steps is timed with CUDA events and the
-median over repeats is reported. Also: parameter counts and forward FLOPs of both networks, the card's
-measured bf16 matrix rate (the MFU denominator), a short real-data loss curve of the fast mode against
-float32, a profile of the fastest mode, and a probe of the ``fashion-mnist`` preset's speeds.
+    python -m benchmarks.gpu_train                    # -> $OUT/train.json (or benchmarks/results/train.json)
+    python -m benchmarks.gpu_train --quick            # a tiny CPU run that checks the script
 
-    GIT_COMMIT=$(git rev-parse HEAD) python benchmarks/gpu_train.py --budget 540
-
-The ``fair`` stage (``--stages fair --name train_fair.json``) answers the fairness question: diffusers'
-network trained with exactly our fastest recipe (bf16 + compile with CUDA graphs + channels-last + fused
-AdamW), our network re-measured in the same process as the baseline, and a ``torch.profiler`` summary of
-both (top CUDA kernels by self CUDA time, grouped into convolution / GEMM+attention / normalization+
-elementwise / optimizer / other):
-
-    GIT_COMMIT=$(git rev-parse HEAD) python benchmarks/gpu_train.py --stages fair --name train_fair.json --budget 440
-
-writes ``$OUT/train.json`` (or ``benchmarks/results/train.json``). ``--quick`` runs tiny sizes on the CPU
-to check the script itself.
+Both sides train the DDPM CIFAR-10 network (35.7M parameters) on random images in [-1, 1] at 3x32x32 with
+EMA, gradient clipping at 1 and AdamW, in four recipes (``RECIPES``): fp32 eager, bf16 autocast, bf16 +
+``torch.compile``, and bf16 + compile with CUDA graphs + channels-last + fused AdamW. Ours is timed through
+``ddpm.train`` itself (its own step, EMA included; warm-up and compilation excluded), diffusers through
+``benchmarks.common.PeerTrainer``. Also: both networks' parameters and forward FLOPs, the card's measured
+bf16 matrix rate (the MFU denominator), the host syncs in one of our steps, a kernel profile of our fastest
+recipe, and a short real-data loss curve of the fastest recipe against fp32.
 """
 
 from __future__ import annotations
@@ -26,71 +18,66 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
-from pathlib import Path
+import warnings
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import ddpm
+from ddpm.nets.unet import UNet
 
-import ddpm  # noqa: E402
-from ddpm.nets.unet import UNet  # noqa: E402
+from . import common
 
-MODES = {
-    # label: (bf16 autocast, torch.compile mode or None, channels_last, fused AdamW)
-    "fp32": (False, None, False, False),
-    "bf16": (True, None, False, False),
-    "bf16+compile": (True, "default", False, False),
-    "bf16+compile+cl+fused": (True, "default", True, True),
-    "bf16+compile+cl+fused+cudagraphs": (True, "reduce-overhead", True, True),
+RECIPES = {
+    # label: bf16 autocast, torch.compile mode (None: eager), channels-last, fused AdamW (the peer; ours always
+    # uses fused AdamW on CUDA, as ddpm.train does)
+    "fp32": dict(bf16=False, compile=None, channels_last=False, fused=False),
+    "bf16": dict(bf16=True, compile=None, channels_last=False, fused=False),
+    "bf16+compile": dict(bf16=True, compile="default", channels_last=False, fused=False),
+    "bf16+compile+cudagraphs": dict(bf16=True, compile="reduce-overhead", channels_last=True, fused=True),
 }
+FASTEST = "bf16+compile+cudagraphs"
+# Ours only: the package's whole-step CUDA graph (forward, backward, clipping, AdamW, EMA in one graph) around
+# the compiled network; diffusers has no such option.
+WHOLE_STEP = "bf16+compile+whole-step-graph"
+OURS_ONLY = {WHOLE_STEP: dict(bf16=True, compile="default", channels_last=True, fused=True, cuda_graph=True)}
 
 
-def build(which: str, device):
-    if which == "ours":
-        return UNet.preset("ddpm-cifar10").to(device)
-    return common.PeerEps(common.peer_unet()).to(device)
+def train_config(batch: int, recipe: str, steps: int, **changes) -> ddpm.TrainConfig:
+    """The ``TrainConfig`` of one recipe (DDPM's CIFAR-10 hyper-parameters where they matter for speed)."""
+    r = {**RECIPES, **OURS_ONLY}[recipe]
+    if r.get("cuda_graph"):
+        changes.setdefault("cuda_graph", True)
+    return ddpm.TrainConfig(steps=steps, batch_size=batch, lr=2e-4, warmup=100, ema_decay=0.9999, grad_clip=1.0,
+                            device="cuda" if torch.cuda.is_available() else "cpu", bf16=r["bf16"],
+                            compile=r["compile"] is not None, compile_mode=r["compile"] or "default",
+                            channels_last=r["channels_last"], log_every=max(steps, 1), **changes)
 
 
-class Trainer:
-    """One training step shared by every model and mode: loss_simple + backward + clip + AdamW."""
-
-    def __init__(self, model, schedule, data, batch, mode, lr=2e-4, seed=0):
-        bf16, compile_mode, cl, fused = MODES[mode]
-        self.device = data.device
-        self.model = model.train()
-        if cl:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.net = torch.compile(self.model, mode=compile_mode) if compile_mode else self.model
-        self.cudagraphs = compile_mode == "reduce-overhead"
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        kw = dict(fused=True) if fused else {}
-        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0, **kw)
-        self.sched, self.data, self.B, self.bf16, self.cl = schedule, data, batch, bf16, cl
-        self.gen = torch.Generator(device=self.device).manual_seed(seed)
-
-    def step(self):
-        if self.cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        idx = torch.randint(0, self.data.shape[0], (self.B,), generator=self.gen, device=self.device)
-        x0 = self.data[idx]  # (B, C, H, W)
-        if self.cl:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = ddpm.loss_simple(self.net, self.sched, x0, generator=self.gen)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        return loss.detach()
+def ours(data, batch: int, recipe: str, warmup: int, steps: int, repeats: int) -> dict:
+    """img/s of ``ddpm.train`` itself: ``repeats`` calls on the same model in the same process, each
+    ``warmup + steps`` steps long; each call's ``images_per_second`` (measured by ``ddpm.train`` after its
+    first steps: compilation, CUDA-graph capture, the optimiser's first allocations)."""
+    model = UNet.preset("ddpm-cifar10")
+    sched = ddpm.Schedule.linear(T=1000)
+    n = max(4 * warmup, warmup + steps)  # ddpm.train leaves out min(20, n // 4) steps
+    rates, secs = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = ddpm.train(model, sched, data, train_config(batch, recipe, n), progress=False)
+        secs.append(time.perf_counter() - t0)
+        rates.append(res.images_per_second or batch * n / res.seconds)
+    return {"img_per_s": common.median(rates), "img_per_s_repeats": rates, "call_s": secs, "warmup_s": secs[0],
+            "steps_per_call": n, "steps_left_out_per_call": res.warmup_steps, "through": "ddpm.train"}
 
 
-def throughput(tr: Trainer, warmup: int, steps: int, repeats: int) -> dict:
+def peer(data, batch: int, recipe: str, warmup: int, steps: int, repeats: int) -> dict:
+    r = RECIPES[recipe]
+    tr = common.PeerTrainer(common.peer_unet(), data, batch, **r)
     t0 = time.perf_counter()
     for _ in range(warmup):
         tr.step()
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     warm_s = time.perf_counter() - t0
 
     def k_steps():
@@ -98,331 +85,261 @@ def throughput(tr: Trainer, warmup: int, steps: int, repeats: int) -> dict:
             tr.step()
 
     ts = common.cuda_time(k_steps, repeats=repeats, warmup=0)
-    return {"img_per_s": tr.B * steps / common.median(ts), "img_per_s_repeats": [tr.B * steps / t for t in ts],
-            "warmup_s": warm_s, "steps_per_repeat": steps, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+    rates = [batch * steps / t for t in ts]
+    return {"img_per_s": common.median(rates), "img_per_s_repeats": rates, "warmup_s": warm_s,
+            "steps_per_repeat": steps, "through": "benchmarks.common.PeerTrainer (train_unconditional's step)"}
 
 
-def loss_curve(model, schedule, data, batch, mode, steps, seed=1):
-    tr = Trainer(model, schedule, data, batch, mode, seed=seed)
-    out = torch.stack([tr.step() for _ in range(steps)])
-    return out.float().cpu().tolist()
+def count_syncs(data, batch: int, steps: int = 4) -> dict:
+    """Host-device synchronisations in ``steps`` calls of ``ddpm.TrainStep`` (the step ``ddpm.train`` runs;
+    eager bf16), counted by CUDA's sync debug mode after one warm-up step."""
+    model = UNet.preset("ddpm-cifar10").to(data.device)
+    gen = torch.Generator(device=data.device).manual_seed(0)
+    step = ddpm.TrainStep(model, ddpm.Schedule.linear(T=1000), train_config(batch, "bf16", steps + 1), generator=gen)
+    step(data, 1)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            for k in range(2, steps + 2):
+                step(data, k)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    msgs = [str(x.message).splitlines()[0][:160] for x in w if "synchroniz" in str(x.message).lower()]
+    return {"steps": steps, "syncs": len(msgs), "syncs_per_step": len(msgs) / steps, "messages": sorted(set(msgs))}
 
 
-def profile_table(tr: Trainer, steps: int = 5) -> str:
+def profile_ours(data, batch: int, recipe: str, steps: int, top: int = 15) -> dict:
+    """Kernels of ``steps`` steps of ``ddpm.train`` in ``recipe`` (after a warm-up call): self time per step,
+    grouped by kind; the copy operators with the shapes they copied (recipes without CUDA graphs only: in a
+    graph replay the operators are not seen)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    for _ in range(3):
-        tr.step()
+    model = UNet.preset("ddpm-cifar10")
+    sched = ddpm.Schedule.linear(T=1000)
+    ddpm.train(model, sched, data, train_config(batch, recipe, 8), progress=False)
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            tr.step()
-        torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        res = ddpm.train(model, sched, data, train_config(batch, recipe, steps), progress=False)
+    kern = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and not is_annotation(e.key)]
+    rows = sorted(((e.key, e.self_device_time_total / 1e3 / steps, e.count / steps) for e in kern), key=lambda r: -r[1])
+    total = sum(r[1] for r in rows)
+    buckets, launches = dict.fromkeys(BUCKETS, 0.0), dict.fromkeys(BUCKETS, 0.0)
+    for name, ms, n in rows:
+        buckets[kernel_bucket(name)] += ms
+        launches[kernel_bucket(name)] += n
+    copies = [e for e in prof.key_averages(group_by_input_shape=True)
+              if e.key in ("aten::copy_", "aten::clone", "aten::contiguous", "aten::_to_copy", "aten::cat")
+              and e.device_time_total > 0]
+    copies = sorted(copies, key=lambda e: -e.device_time_total)[:top]
+    return {
+        "recipe": recipe, "batch": batch, "steps": steps, "wall_ms_per_step": res.seconds * 1e3 / steps,
+        "kernel_ms_per_step": total, "gpu_busy_share": total / (res.seconds * 1e3 / steps),
+        "kernels_per_step": sum(r[2] for r in rows),
+        "buckets_ms_per_step": buckets, "buckets_share": {b: v / total for b, v in buckets.items()},
+        "buckets_kernels_per_step": launches,
+        "top": [{"name": n[:160], "bucket": kernel_bucket(n), "self_ms_per_step": ms, "calls_per_step": c,
+                 "share": ms / total} for n, ms, c in rows[:top]],
+        "copy_ops": [{"op": e.key, "shapes": str(e.input_shapes)[:200], "device_ms_per_step": e.device_time_total / 1e3 / steps,
+                      "calls_per_step": e.count / steps} for e in copies],
+    }
 
 
-BUCKETS = ("convolution", "GEMM/attention", "normalization/elementwise", "optimizer", "other")
+BUCKETS = ("convolution", "GEMM/attention", "normalization/elementwise", "copy", "optimizer/EMA", "other")
 
 
 def kernel_bucket(name: str) -> str:
-    """Group a CUDA kernel by its name (cuDNN/cuBLAS/CUTLASS/Triton/ATen naming)."""
+    """Group a CUDA kernel by its name (cuDNN / cuBLAS / Triton / ATen naming)."""
     n = name.lower()
-    if any(k in n for k in ("multi_tensor_apply", "adam", "foreach", "lpnorm")):
-        return "optimizer"  # fused AdamW and clip_grad_norm_'s foreach norm / scale
+    if any(k in n for k in ("multi_tensor_apply", "adam", "foreach", "lpnorm", "lerp")):
+        return "optimizer/EMA"  # fused AdamW, clip_grad_norm_'s foreach norm and scale, the EMA lerp
     if any(k in n for k in ("flash", "fmha", "sdpa", "attention", "attn")):
         return "GEMM/attention"
     if "triton_tem" in n:
         return "convolution" if "conv" in n else "GEMM/attention"
     if "triton_" in n:
-        return "normalization/elementwise"  # inductor's fused GroupNorm/SiLU/add/cast kernels
+        return "normalization/elementwise"  # inductor's fused GroupNorm / SiLU / dropout / add / cast kernels
     if any(k in n for k in ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm", "implicit_precomp",
                             "nchwtonhwc", "nhwctonchw", "cudnn", "winograd")):
         return "convolution"
-    if any(k in n for k in ("gemm", "nvjet", "cublas", "cutlass", "xmma", "sm90_", "sm80_", "ampere_",
-                            "hopper", "splitk", "bmm", "mm_")):
+    if any(k in n for k in ("gemm", "nvjet", "cublas", "cutlass", "xmma", "sm90_", "sm80_", "splitk", "bmm")):
         return "GEMM/attention"
-    if any(k in n for k in ("elementwise", "reduce", "norm", "softmax", "silu", "copy", "cat", "index",
-                            "gather", "scatter", "fill", "dropout", "philox", "unrolled", "vectorized")):
+    if any(k in n for k in ("direct_copy", "copy_kernel", "nocast", "memcpy")):
+        return "copy"
+    if any(k in n for k in ("elementwise", "reduce", "norm", "softmax", "silu", "cat", "index", "gather",
+                            "scatter", "fill", "dropout", "philox", "unrolled", "vectorized")):
         return "normalization/elementwise"
     return "other"
 
 
 def is_annotation(name: str) -> bool:
-    """GPU-side user annotations (``Optimizer.step#AdamW.step``, ``## Call CompiledFxGraph ... ##``) span kernels
-    that are also listed on their own: counting them would count that time twice."""
+    """GPU-side annotations (``Optimizer.step#AdamW.step``, ``## Call CompiledFxGraph ... ##``) span kernels
+    that are listed on their own: counting them would count that time twice."""
     return name.startswith("## ") or ("#" in name and "<" not in name and "(" not in name)
 
 
-def drop_annotations(ks: dict) -> dict:
-    """Add ``*_excl_annotations`` keys to a kernel summary, from its ``top`` rows (annotations ranked below the
-    top rows cannot be removed this way; ``kernel_summary`` now filters them at the source)."""
-    ann = [r for r in ks["top"] if is_annotation(r["name"])]
-    total = ks["kernel_ms_per_step"] - sum(r["self_ms_per_step"] for r in ann)
-    b = dict(ks["buckets_ms_per_step"])
-    for r in ann:
-        b[r["bucket"]] -= r["self_ms_per_step"]
-    ks.update(annotations_excluded=[r["name"] for r in ann], kernel_ms_per_step_excl_annotations=total,
-              gpu_busy_share_excl_annotations=total / ks["wall_ms_per_step"], buckets_ms_per_step_excl_annotations=b,
-              buckets_share_excl_annotations={k: v / total for k, v in b.items()},
-              top_excl_annotations=[dict(r, share=r["self_ms_per_step"] / total) for r in ks["top"]
-                                    if not is_annotation(r["name"])])
-    return ks
+def loss_curves(data, batch: int, steps: int, fast: str) -> dict:
+    """Losses of ``ddpm.train`` in fp32 and in ``fast`` from the same initial weights and the same draws."""
+    curves = {}
+    for recipe in ("fp32", fast):
+        torch.manual_seed(0)
+        model = UNet.preset("ddpm-cifar10")
+        res = ddpm.train(model, ddpm.Schedule.linear(T=1000), data, train_config(batch, recipe, steps, seed=1),
+                         progress=False)
+        curves[recipe] = [float(v) for v in res.losses]
+    w = max(1, steps // 10)
+    means = {m: [sum(c[i:i + w]) / w for i in range(0, len(c) - w + 1, w)] for m, c in curves.items()}
+    rel = [abs(a - b) / b for a, b in zip(means[fast], means["fp32"])]
+    return {"recipes": ["fp32", fast], "batch": batch, "window": w, "window_means": means, "raw": curves,
+            "max_rel_diff_window_means": max(rel), "final_window_rel_diff": rel[-1]}
 
 
-def kernel_summary(tr: Trainer, steps: int = 10, warm: int = 3, top: int = 15) -> dict:
-    """Profile ``steps`` training steps; per step: top kernels by self CUDA time, buckets, GPU-busy share.
-
-    On a CPU-only machine (the --quick check) the CPU operators stand in for the kernels."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = tr.device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for _ in range(warm):
-        tr.step()
-    sync()
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=acts) as prof:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            tr.step()
-        sync()
-        wall = time.perf_counter() - t0
-    avg = prof.key_averages()
-    if cuda:
-        evs = [e for e in avg if e.device_type == DeviceType.CUDA and not is_annotation(e.key)]
-        self_us = lambda e: getattr(e, "self_device_time_total", None) or e.self_cuda_time_total  # noqa: E731
-    else:
-        evs = [e for e in avg if e.key.startswith("aten::")]
-        self_us = lambda e: e.self_cpu_time_total  # noqa: E731
-    rows = sorted(((e.key, self_us(e) / 1e3 / steps, e.count / steps) for e in evs), key=lambda r: -r[1])
-    total = sum(r[1] for r in rows)
-    buckets = {b: 0.0 for b in BUCKETS}
-    launches = {b: 0.0 for b in BUCKETS}
-    for name, ms, n in rows:
-        buckets[kernel_bucket(name)] += ms
-        launches[kernel_bucket(name)] += n
-    return drop_annotations({
-        "steps": steps, "activity": "cuda kernels" if cuda else "cpu aten ops (quick check)",
-        "wall_ms_per_step": wall * 1e3 / steps, "kernel_ms_per_step": total,
-        "gpu_busy_share": total / (wall * 1e3 / steps), "kernels_per_step": sum(r[2] for r in rows),
-        "distinct_kernels": len(rows),
-        "buckets_ms_per_step": buckets,
-        "buckets_share": {b: (v / total if total else 0.0) for b, v in buckets.items()},
-        "buckets_kernels_per_step": launches,
-        "top": [{"name": name[:160], "bucket": kernel_bucket(name), "self_ms_per_step": ms, "calls_per_step": n,
-                 "share": ms / total if total else 0.0} for name, ms, n in rows[:top]],
-        "table": prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
-                                           row_limit=40, max_name_column_width=90),
-    })
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=float, default=540.0, help="seconds for the whole script")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=8)
-    ap.add_argument("--curve-steps", type=int, default=300)
-    ap.add_argument("--data", default=".carry/fashion-mnist")
-    ap.add_argument("--quick", action="store_true", help="tiny CPU run to test the script")
-    ap.add_argument("--stages", default="throughput,curve,profile,probe", help="comma-separated subset")
-    ap.add_argument("--name", default="train.json", help="output file name under $OUT")
-    ap.add_argument("--fast-mode", default="bf16+compile+cl+fused+cudagraphs", help="mode of the curve/profile "
-                    "when the throughput stage is skipped, and the recipe of the fair stage")
-    ap.add_argument("--profile-steps", type=int, default=10, help="profiled steps of the fair stage")
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", type=float, default=float("inf"),
+                    help="seconds for the whole script: a stage that would not fit is skipped and says so (default: no limit)")
+    ap.add_argument("--batches", default="128,256", help="batch sizes, comma-separated (default 128,256)")
+    ap.add_argument("--steps", type=int, default=30, help="steps per timed repeat (default 30)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
+    ap.add_argument("--warmup", type=int, default=8, help="untimed warm-up steps (default 8)")
+    ap.add_argument("--curve-steps", type=int, default=200, help="steps of the real-data loss curve (default 200)")
+    ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's t10k IDX files for the loss curve "
+                    "(default: ddpm.data's usual places)")
+    ap.add_argument("--name", default="train.json", help="output file name (default train.json)")
+    ap.add_argument("--recipes", default=",".join([*RECIPES, WHOLE_STEP]), help="recipes to time (default: all)")
+    ap.add_argument("--sides", default="peer,ours", help="peer, ours or both (default peer,ours)")
+    ap.add_argument("--stages", default="syncs,profile,curve", help="extra stages (default syncs,profile,curve)")
+    ap.add_argument("--quick", action="store_true", help="a tiny CPU run that checks the script")
     args = ap.parse_args(argv)
-    dl = common.Deadline(args.budget)
-    out = common.out_dir()
-    path = out / args.name
-    stages = set(args.stages.split(","))
-    torch.backends.cudnn.benchmark = True
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    res = {"env": common.environment(), "config": vars(args), "models": {}, "train": {}, "errors": {}}
-
-    def save():
-        res["elapsed_s"] = dl.elapsed()
-        common.write_json(path, res)
-
-    # -- the two networks: parameters and forward FLOPs (batch 1, 3x32x32)
-    x1 = torch.randn(1, 3, 32, 32, device=device)
-    t1 = torch.tensor([500], device=device)
-    for which in ("ours", "peer"):
-        m = build(which, device).eval()
-        res["models"][which] = {"params": common.num_params(m), "fwd_flops": common.forward_flops(m, x1, t1)}
-        del m
-    a, b = res["models"]["ours"], res["models"]["peer"]
-    res["models"]["params_rel_diff"] = abs(a["params"] - b["params"]) / b["params"]
-    res["models"]["flops_rel_diff"] = abs(a["fwd_flops"] - b["fwd_flops"]) / b["fwd_flops"]
-    if device.type == "cuda":
-        res["matmul_bf16_flops"] = common.matmul_peak()
-    save()
-    print("models", res["models"], flush=True)
-
-    schedule = ddpm.Schedule.linear(T=1000).to(device, torch.float32)
-    g = torch.Generator(device=device).manual_seed(0)
-    pool = torch.randn(4096, 3, 32, 32, device=device, generator=g).clamp_(-1, 1)  # random images (not zeros)
-
-    modes = list(MODES) if device.type == "cuda" else ["fp32"]
-    order = [("peer", m) for m in ("fp32", "bf16", "bf16+compile")] + [("ours", m) for m in modes]
+    known = {*RECIPES, WHOLE_STEP}
+    if not set(args.recipes.split(",")) <= known or not set(args.sides.split(",")) <= {"peer", "ours"} \
+            or not set(args.stages.split(",")) <= {"syncs", "profile", "curve", ""}:
+        print(f"--recipes must be among {sorted(known)}, --sides among peer, ours, --stages among syncs, profile, "
+              "curve", file=sys.stderr)
+        return 2
+    chosen, sides, stages = args.recipes.split(","), args.sides.split(","), args.stages.split(",")
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.quick:
+        print("gpu_train needs a CUDA device; use --quick to check the script on the CPU", file=sys.stderr)
+        return 2
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        print(f"--batches must be comma-separated integers, got {args.batches!r}", file=sys.stderr)
+        return 2
     if args.quick:
-        order = [("peer", "fp32"), ("ours", "fp32")]
-    if "throughput" not in stages:
-        order = []
-    def measure(which: str, mode: str):
-        """One model in one mode through the shared Trainer: img/s (median of repeats), TFLOP/s, MFU."""
-        tr = Trainer(build(which, device), schedule, pool, args.batch, mode)
-        if device.type == "cuda":
-            r = throughput(tr, args.warmup, args.steps, args.repeats)
-        else:
-            t0 = time.perf_counter()
-            tr.step()
-            r = {"img_per_s": args.batch / (time.perf_counter() - t0)}
-        r["tflops"] = 3 * res["models"][which]["fwd_flops"] * r["img_per_s"] / 1e12  # forward + backward = 3 forwards
-        if "matmul_bf16_flops" in res:
-            r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / res["matmul_bf16_flops"]
-            r["mfu_vs_datasheet"] = r["tflops"] * 1e12 / common.H100_BF16_DENSE_PEAK
-        return tr, r
+        batches, args.steps, args.repeats, args.warmup, args.curve_steps = [2], 1, 1, 1, 4
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda" if cuda else "cpu")
+    rec = common.Record(args.name, vars(args), budget=args.budget)
+    rec["recipes"] = RECIPES
+    rec["train"] = {}
+    rec["ours_fused_adamw"] = cuda
 
-    for which, mode in order:
-        label = f"{which}:{mode}"
-        if dl.left() < 60:
-            res["errors"][label] = "skipped: out of time"
-            continue
-        try:
-            torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
-            tr, r = measure(which, mode)
-            res["train"][label] = r
-            print(label, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, f"t={dl.elapsed():.0f}s", flush=True)
-            del tr
-        except Exception as e:  # noqa: BLE001 - record and go on to the next mode
-            res["errors"][label] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
-            print("ERROR", label, res["errors"][label], flush=True)
-        torch.cuda.empty_cache() if device.type == "cuda" else None
-        save()
+    with rec.stage("models"):
+        x1, t1 = torch.randn(1, 3, 32, 32, device=device), torch.tensor([500], device=device)
+        m = {"ours": UNet.preset("ddpm-cifar10"), "peer": common.peer_eps(common.peer_unet())}
+        rec["models"] = {k: {"params": common.num_params(v), "fwd_flops": common.forward_flops(v.to(device).eval(), x1, t1)}
+                         for k, v in m.items()}
+        del m
+        if cuda:
+            rec["matmul_bf16_flops"] = common.matmul_peak()
+        print("models", rec["models"], rec.data.get("matmul_bf16_flops"), flush=True)
 
-    peer = {k.split(":", 1)[1]: v["img_per_s"] for k, v in res["train"].items() if k.startswith("peer:")}
-    ours = {k.split(":", 1)[1]: v["img_per_s"] for k, v in res["train"].items() if k.startswith("ours:")}
-    if peer and ours:
-        pb, ob = max(peer, key=peer.get), max(ours, key=ours.get)
-        res["best"] = {"peer_mode": pb, "peer_img_per_s": peer[pb], "ours_mode": ob, "ours_img_per_s": ours[ob],
-                       "speedup": ours[ob] / peer[pb],
-                       "same_mode_speedups": {m: ours[m] / peer[m] for m in peer if m in ours}}
-        print("best", res["best"], flush=True)
-    save()
+    g = torch.Generator(device=device).manual_seed(0)
+    pool = torch.randn(4096 if cuda else 8, 3, 32, 32, device=device, generator=g).clamp_(-1, 1)  # not zeros
 
-    # -- fairness: diffusers' network with exactly our fastest recipe, ours re-measured beside it, profiles
-    if "fair" in stages:
-        fair_mode = "fp32" if args.quick or device.type != "cuda" else args.fast_mode
-        fair = res.setdefault("fair", {"mode": fair_mode, "train": {}, "profile": {}})
-        keep = {}
-        for which in ("peer", "ours"):  # the unknown first
-            label = f"{which}:{fair_mode}"
-            if dl.left() < 100 and not args.quick:
-                res["errors"][f"fair:{label}"] = "skipped: out of time"
-                continue
-            try:
-                torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
-                tr, r = measure(which, fair_mode)
-                fair["train"][which] = r
-                keep[which] = tr
-                print("fair", label, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)},
-                      f"t={dl.elapsed():.0f}s", flush=True)
-            except Exception as e:  # noqa: BLE001
-                res["errors"][f"fair:{label}"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
-                print("ERROR fair", label, res["errors"][f"fair:{label}"], flush=True)
-            save()
-        if "peer" in fair["train"] and "ours" in fair["train"]:
-            fair["speedup_same_recipe"] = fair["train"]["ours"]["img_per_s"] / fair["train"]["peer"]["img_per_s"]
-            print("fair speedup", fair["speedup_same_recipe"], flush=True)
-        for which in ("ours", "peer"):  # ours is the profile asked for; the peer's if time is left
-            if which not in keep or (dl.left() < 40 and not args.quick):
-                continue
-            try:
-                ks = kernel_summary(keep[which], steps=2 if args.quick else args.profile_steps)
-                (out / f"train_fair_profile_{which}.txt").write_text(ks.pop("table"))
-                fair["profile"][which] = ks
-                print("profile", which, {k: v for k, v in ks.items() if k not in ("top",)}, flush=True)
-                for row in ks["top"]:
-                    print(f"  {row['self_ms_per_step']:8.3f} ms {row['calls_per_step']:6.1f}x {row['bucket']:26s} "
-                          f"{row['name'][:100]}", flush=True)
-            except Exception as e:  # noqa: BLE001
-                res["errors"][f"fair:profile:{which}"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
-                print("ERROR profile", which, res["errors"][f"fair:profile:{which}"], flush=True)
-            save()
-        keep.clear()
-        # insurance: if the profiler saw no kernels inside the CUDA-graph replays, profile the same inductor
-        # kernels without graphs (one more compile)
-        po = fair["profile"].get("ours")
-        if device.type == "cuda" and po is not None and po["kernels_per_step"] < 50 and dl.left() > 150:
-            try:
-                tr = Trainer(build("ours", device), schedule, pool, args.batch, "bf16+compile+cl+fused")
-                ks = kernel_summary(tr, steps=args.profile_steps, warm=args.warmup)
-                (out / "train_fair_profile_ours_nographs.txt").write_text(ks.pop("table"))
-                fair["profile"]["ours_nographs"] = ks
-                print("profile ours_nographs", ks["buckets_ms_per_step"], flush=True)
-                del tr
-            except Exception as e:  # noqa: BLE001
-                res["errors"]["fair:profile:ours_nographs"] = "".join(
-                    traceback.format_exception_only(type(e), e))[-2000:]
-        save()
+    def measure(side: str, recipe: str, batch: int, need: float):
+        label = f"{side}:{recipe}:b{batch}"
+        if recipe not in chosen or side not in sides:
+            return
+        with rec.stage(label, need=need) as ok:
+            if not ok:
+                return
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            fn = ours if side == "ours" else peer
+            r = fn(pool, batch, recipe, args.warmup, args.steps, args.repeats)
+            flops = rec["models"][side]["fwd_flops"] if "models" in rec.data else None
+            if flops:
+                r["tflops"] = 3 * flops * r["img_per_s"] / 1e12  # forward + backward ~ 3 forwards
+                if "matmul_bf16_flops" in rec.data:
+                    r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / rec["matmul_bf16_flops"]
+            if cuda:
+                r["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rec["train"][label] = r
+            print(label, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
 
-    # -- numerics: a short real run (Fashion-MNIST padded to 32x32, 3 channels) fast mode vs float32
-    fast = res.get("best", {}).get("ours_mode", args.fast_mode)
-    if device.type == "cuda" and dl.left() > 150 and "curve" in stages:
-        try:
-            fm = ddpm.data.load_mnist_like("fashion-mnist", data_dir=args.data, split="train")[:20000]
-            fm = torch.nn.functional.pad(fm, (2, 2, 2, 2), value=-1.0).repeat(1, 3, 1, 1).to(device)
-            curves = {}
-            for mode in ("fp32", fast):
-                torch.manual_seed(0)  # same initial weights for both runs
-                curves[mode] = loss_curve(UNet.preset("ddpm-cifar10").to(device), schedule, fm, args.batch, mode,
-                                          args.curve_steps)
-            w = 25
-            means = {m: [sum(c[i:i + w]) / w for i in range(0, len(c) - w + 1, w)] for m, c in curves.items()}
-            rel = [abs(x - y) / y for x, y in zip(means[fast], means["fp32"])]
-            res["loss_curve"] = {"modes": ["fp32", fast], "window": w, "window_means": means, "raw": curves,
-                                 "max_rel_diff_window_means": max(rel), "final_window_rel_diff": rel[-1]}
-            print("loss curve", {m: [round(v, 4) for v in means[m]] for m in means}, flush=True)
-        except Exception as e:  # noqa: BLE001
-            res["errors"]["loss_curve"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
-            print("ERROR loss_curve", res["errors"]["loss_curve"], flush=True)
-        save()
+    recipes = list(RECIPES) if cuda else ["fp32"]
+    b0 = batches[0]
+    for recipe in sorted(recipes, key=lambda r: r != FASTEST):  # the first batch size, the fastest recipe first
+        for side in ("peer", "ours"):
+            measure(side, recipe, b0, need=60)
 
-    # -- where the time goes in our fastest mode
-    if device.type == "cuda" and dl.left() > 90 and "profile" in stages:
-        try:
-            tr = Trainer(build("ours", device), schedule, pool, args.batch, fast)
-            (out / "train_profile.txt").write_text(profile_table(tr))
-            del tr
-        except Exception as e:  # noqa: BLE001
-            res["errors"]["profile"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
-        save()
+    if cuda and "syncs" in stages:
+        with rec.stage("syncs", need=40) as ok:
+            if ok:
+                rec["syncs"] = count_syncs(pool, b0)
+                print("syncs", rec["syncs"], flush=True)
 
-    # -- the fashion-mnist preset: training img/s and forward img/s (plans the quality run)
-    if device.type == "cuda" and dl.left() > 90 and "probe" in stages:
-        try:
-            fmp = torch.randn(8192, 1, 28, 28, device=device).clamp_(-1, 1)
-            probe = {}
-            for mode in ("bf16", "bf16+compile+cl+fused"):
-                tr = Trainer(UNet.preset("fashion-mnist").to(device), schedule, fmp, 256, mode)
-                probe[f"train:{mode}:b256"] = throughput(tr, 8, 20, 3)["img_per_s"]
-            m = UNet.preset("fashion-mnist").to(device).eval().to(memory_format=torch.channels_last)
-            cm = torch.compile(m)
-            for B in (1000, 2500):
-                x = torch.randn(B, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
-                tt = torch.full((B,), 500, device=device)
-                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-                    ts = common.cuda_time(lambda: cm(x, tt), repeats=10, warmup=3)
-                probe[f"fwd:bf16+compile+cl:b{B}_img_per_s"] = B / common.median(ts)
-            res["fashion_probe"] = probe
-            print("fashion probe", probe, flush=True)
-        except Exception as e:  # noqa: BLE001
-            res["errors"]["fashion_probe"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
-        save()
-    print(f"done in {dl.elapsed():.0f}s; errors: {list(res['errors'])}", flush=True)
+    if cuda:
+        measure("ours", WHOLE_STEP, b0, need=60)
+    if cuda and "profile" in stages:
+        with rec.stage("profile", need=50) as ok:
+            if ok:
+                rec["profile"] = {FASTEST: profile_ours(pool, b0, FASTEST, steps=10)}
+                print("profile", {k: v for k, v in rec["profile"][FASTEST].items() if k not in ("top", "copy_ops")}, flush=True)
+    if "curve" in stages:
+        with rec.stage("loss_curve", need=45) as ok:
+            if ok:
+                fm = ddpm.data.load_mnist_like("fashion-mnist", data_dir=args.data_dir, split="test")
+                fm = torch.nn.functional.pad(fm, (2, 2, 2, 2), value=-1.0).repeat(1, 3, 1, 1)  # (N, 3, 32, 32)
+                rec["loss_curve"] = loss_curves(fm[:64] if args.quick else fm, b0, args.curve_steps, FASTEST if cuda else "fp32")
+                print("loss curve", {k: [round(v, 4) for v in vals] for k, vals in rec["loss_curve"]["window_means"].items()}, flush=True)
+
+
+    if cuda and "profile" in stages:
+        with rec.stage("profile_no_graphs", need=50) as ok:
+            if ok:
+                rec["profile"]["bf16+compile"] = profile_ours(pool, b0, "bf16+compile", steps=10)
+                for row in rec["profile"]["bf16+compile"]["copy_ops"][:8]:
+                    print("copy", row, flush=True)
+    for batch in batches[1:]:
+        for recipe in (FASTEST, "bf16+compile"):
+            if recipe in recipes:
+                for side in ("peer", "ours"):
+                    measure(side, recipe, batch, need=70)
+        if cuda:
+            measure("ours", WHOLE_STEP, batch, need=60)
+
+    summary = {}
+    for batch in batches:
+        for recipe in RECIPES:
+            o, p = rec["train"].get(f"ours:{recipe}:b{batch}"), rec["train"].get(f"peer:{recipe}:b{batch}")
+            if o and p:
+                summary[f"{recipe}:b{batch}"] = o["img_per_s"] / p["img_per_s"]
+    rec["speedup_same_recipe"] = summary
+    fastest = {}
+    for batch in batches:  # the package's fastest flags against diffusers' same recipe and its bf16+compile
+        mine = {r: rec["train"][f"ours:{r}:b{batch}"]["img_per_s"] for r in (FASTEST, WHOLE_STEP)
+                if f"ours:{r}:b{batch}" in rec["train"]}
+        if mine:
+            best = max(mine, key=mine.get)
+            row = {"ours_recipe": best, "ours_img_per_s": mine[best]}
+            for r in (FASTEST, "bf16+compile"):
+                p = rec["train"].get(f"peer:{r}:b{batch}")
+                if p:
+                    row[f"over_peer_{r}"] = mine[best] / p["img_per_s"]
+            fastest[f"b{batch}"] = row
+    rec["fastest"] = fastest
+    print("fastest flags:", fastest, flush=True)
+    print("ours / diffusers, same recipe:", {k: round(v, 3) for k, v in summary.items()}, flush=True)
+    print(f"done in {rec.elapsed():.0f}s; errors: {list(rec['errors'])}", flush=True)
+    rec.save()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

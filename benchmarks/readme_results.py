@@ -1,7 +1,7 @@
 """Render the README's results section from the committed JSON (nobody types a measured number).
 
-    python benchmarks/readme_results.py          # rewrite the block in README.md
-    python benchmarks/readme_results.py --check  # exit 1 if README.md is out of date
+    python -m benchmarks.readme_results          # rewrite the block in README.md
+    python -m benchmarks.readme_results --check  # exit 1 if README.md is out of date
 
 tests/test_readme.py runs the check.
 """
@@ -19,32 +19,42 @@ START, END = "<!-- results:start (made by benchmarks/readme_results.py) -->", "<
 
 def render() -> str:
     s = json.loads((RESULTS / "summary.json").read_text())
+    src = s["sources"]["train_fast"]
+    fd = s["fashion_fd"]
+    h = s.get("history", {}).get("h100")
     c = json.loads((RESULTS / "cpu_digits.json").read_text())
     fd = s["fashion_fd"]
     lines = [
         START,
-        f"GPU ({s['device']}, torch {s['sources']['train']['torch']}, diffusers {s['sources']['train']['diffusers']}; "
-        "the DDPM CIFAR-10 network, "
-        f"{s['params']['ours']:,} parameters in both implementations):",
+        f"GPU ({s['device']}, torch {src['torch']}, diffusers {src['diffusers']}; the DDPM CIFAR-10 network, "
+        f"{s['params']['ours']:,} parameters in both implementations, batch 128, one process, EMA included):",
         "",
         "| measurement | result |",
         "|---|---|",
-        f"| training, batch 128 ({s['train_ours_mode']}) | {s['train_ours_img_per_s']:,.0f} img/s, "
-        f"{s['train_speedup_vs_diffusers']:.2f}x diffusers' best mode ({s['train_peer_mode']}, {s['train_peer_img_per_s']:,.0f} img/s) |",
-    ]
-    if "train_speedup_vs_diffusers_same_recipe" in s:
-        lines.append(
-            f"| training, diffusers with our recipe | {s['train_peer_same_recipe_img_per_s']:,.0f} img/s: ours is "
-            f"{s['train_speedup_vs_diffusers_same_recipe']:.2f}x |"
-        )
-    lines += [
-        f"| model FLOP utilisation (training) | {100 * s['train_ours_mfu_vs_measured_matmul']:.0f}% of the measured bf16 matmul rate |",
-        f"| DDIM-50, 256 images, bf16 | {s['ours_ddim50_s_bf16']:.2f} s, {s['ddim50_speedup_vs_diffusers_bf16']:.2f}x faster than diffusers |",
+        f"| training, same recipe for both ({s['train_same_recipe_mode']}, channels-last, fused AdamW) | ours "
+        f"{s['train_ours_same_recipe_img_per_s']:,.0f} img/s, diffusers {s['train_peer_same_recipe_img_per_s']:,.0f} img/s: "
+        f"**{s['train_speedup_vs_diffusers_same_recipe']:.2f}x** |",
+        f"| training, `ddpm.train`'s fastest flags against diffusers without CUDA graphs ({s['train_peer_mode']}, "
+        f"{s['train_peer_img_per_s']:,.0f} img/s) | {s['train_speedup_vs_diffusers']:.2f}x |",
+        f"| model FLOP utilisation (training) | {100 * s['train_ours_mfu_vs_measured_matmul']:.0f}% of the card's "
+        "measured bf16 matrix rate |",
+        f"| DDIM-50, 256 images, bf16 | {s['ours_ddim50_s_bf16']:.2f} s; diffusers compiled with CUDA graphs "
+        f"{s['peer_ddim50_s_bf16_graphs']:.2f} s ({s['ddim50_speedup_vs_diffusers']:.2f}x) |",
         f"| DDPM-1000 over DDIM-50 wall time | {s['ddpm1000_over_ddim50']:.2f} (ideal 20) |",
         f"| Fashion-MNIST Frechet distance, DDIM-50 (eta 0) over DDPM-1000 | {s['fd_ddim50_over_ddpm1000']:.2f} "
-        f"({fd['ddim50_eta0']:.2f} vs {fd['ddpm1000']:.2f}; data vs data {fd['data_vs_data']:.2f}) |",
+        f"({fd['ddim50_eta0']:.2f} vs {fd['ddpm1000']:.2f}; data vs data {fd['data_vs_data']:.2f}; "
+        f"{s['sources']['fashion']['device']}) |",
         f"| Fashion-MNIST, S = 10: eta 0 vs eta 1 | {fd['ddim10_eta0']:.2f} vs {fd['ddim10_eta1']:.2f} |",
         f"| Fashion-MNIST bits/dim (test subset) | {s['fashion_bits_per_dim']:.2f} |",
+    ]
+    if h:
+        lines += [
+            "",
+            f"History: on an {h['device']} (an older version of the package and diffusers {h['sources']['train']['diffusers']}) "
+            f"the same-recipe ratio was {h['train_speedup_vs_diffusers_same_recipe']:.2f}x and the ratio against diffusers "
+            f"without CUDA graphs {h['train_speedup_vs_diffusers']:.2f}x.",
+        ]
+    lines += [
         "",
         f"CPU ({c['machine']['cpu_count']} cores, torch {c['machine']['torch']}, {c['machine']['torch_threads']} "
         f"thread{'s' if c['machine']['torch_threads'] != 1 else ''}): "
@@ -77,7 +87,7 @@ def main() -> int:
     new = head + render() + tail
     if "--check" in sys.argv:
         if new != text:
-            print("README.md's results block is out of date: run python benchmarks/readme_results.py", file=sys.stderr)
+            print("README.md's results block is out of date: run python -m benchmarks.readme_results", file=sys.stderr)
             return 1
         return 0
     readme.write_text(new)

@@ -56,10 +56,12 @@ from .losses import (
     bits_per_dim,
 )
 from .testbed import GaussianMixture
+from .adapters import DiffusersEps, from_diffusers
+from .linear_gaussian import EpsOffset, LinearGaussianChain
 
 __version__ = "0.1.0"
 
-# --- models, training, data, metrics (book chapters 6 and 7): exported below this line ---
+# --- models, training, data, metrics (book chapters "Training and sampling" and "DDIM"): exported below this line ---
 from .nets import MLP, MLPConfig, UNet, UNetConfig, sinusoidal_embedding
 from .data import load_dataset, read_idx, load_cifar10, load_array, make_toy, toy_mixture, DATASETS, TOYS
 from .ema import EMA

@@ -69,10 +69,10 @@ def check_t(
     raise ValueError(f"{name} must be an int or an integer tensor of shape () or (B,), got {type(t).__name__}")
 
 
-def net_times(t: TimeArg, B: int, device) -> Tensor:
-    """The networks' ``t``: :func:`check_t` with no upper bound (a network does not know ``T``),
-    returned as a ``LongTensor`` of shape ``(B,)`` on ``device``."""
-    t = check_t(t, None, low=0, batch=B)
+def net_times(t: TimeArg, B: int, device, *, T: int | None = None, low: int = 0) -> Tensor:
+    """The networks' ``t``: :func:`check_t` (with no upper bound unless ``T`` is given: a network does
+    not know ``T``), returned as a ``LongTensor`` of shape ``(B,)`` on ``device``."""
+    t = check_t(t, T, low=low, batch=B)
     if isinstance(t, int):
         return torch.full((B,), t, dtype=torch.long, device=device)
     if t.shape[0] == 1 and B != 1:

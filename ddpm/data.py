@@ -1,4 +1,4 @@
-"""Data sets, all scaled to [-1, 1] (book chapter "Training and sampling").
+"""Data sets, all scaled to [-1, 1] (book chapter 6, "Training and sampling").
 
 - 2-D toys, drawn fresh with a ``generator``: ``moons``, ``swissroll``, ``8gaussians``,
   ``checkerboard``, ``mixture`` (the last two Gaussian ones are :class:`ddpm.GaussianMixture`
@@ -393,5 +393,5 @@ def load_dataset(
 
 
 def is_toy(name: str) -> bool:
-    """True for the 2-D toy names (and for 2-D data in general the CLI uses a scatter plot)."""
+    """True if ``name`` is one of the 2-D toy data sets (``TOYS``)."""
     return name in TOYS

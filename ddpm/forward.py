@@ -19,7 +19,7 @@ def _noise_like(x: Tensor, noise: Tensor | None, generator: torch.Generator | No
 def q_step(schedule: Schedule, x_prev: Tensor, t: TimeArg, *, noise: Tensor | None = None, generator=None) -> Tensor:
     """One forward step ``x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps_t``.
 
-    DDPM (Ho et al. 2020) eq. 2; claim F1 of book chapter 3. ``eps_t`` is the noise of this
+    DDPM (Ho et al. 2020) eq. 2; claim F1 of chapter "The variance-preserving forward process". ``eps_t`` is the noise of this
     one step, a different random variable from the ``eps`` of :func:`q_sample` (claim F3).
     """
     t = check_t(t, schedule.T, batch=batch_size(x_prev, "x_prev"))
@@ -30,7 +30,7 @@ def q_step(schedule: Schedule, x_prev: Tensor, t: TimeArg, *, noise: Tensor | No
 def q_mean_variance(schedule: Schedule, x0: Tensor, t: TimeArg) -> tuple[Tensor, Tensor]:
     """Mean ``sqrt(abar_t) x0`` and variance ``1 - abar_t`` of ``q(x_t | x0)``.
 
-    DDPM eq. 4; claim F3 of book chapter 3. The variance is broadcastable against ``x0``.
+    DDPM eq. 4; claim F3 of chapter "The variance-preserving forward process". The variance is broadcastable against ``x0``.
     """
     t = check_t(t, schedule.T, low=0, batch=batch_size(x0, "x0"))
     return extract(schedule.sqrt_alpha_bars, t, x0) * x0, extract(1.0 - schedule.alpha_bars, t, x0)
@@ -39,7 +39,7 @@ def q_mean_variance(schedule: Schedule, x0: Tensor, t: TimeArg) -> tuple[Tensor,
 def q_sample(schedule: Schedule, x0: Tensor, t: TimeArg, *, noise: Tensor | None = None, generator=None) -> Tensor:
     """Draw ``x_t ~ q(x_t | x0)`` in closed form: ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``.
 
-    DDPM eq. 4 (and Algorithm 1, line 5); claim F3 of book chapter 3. ``t`` may be 0
+    DDPM eq. 4 (and Algorithm 1, line 5); claim F3 of chapter "The variance-preserving forward process". ``t`` may be 0
     (``x_0`` itself). Pass ``noise`` (the ``eps`` above, same shape as ``x0``) or a
     ``generator`` to draw it.
     """
@@ -49,7 +49,7 @@ def q_sample(schedule: Schedule, x0: Tensor, t: TimeArg, *, noise: Tensor | None
 
 
 def marginal_variance(schedule: Schedule, data_variance, t: TimeArg):
-    """``Var x_t = abar_t Var x0 + (1 - abar_t)`` per coordinate (claim F4, book chapter 3).
+    """``Var x_t = abar_t Var x0 + (1 - abar_t)`` per coordinate (claim F4, chapter "The variance-preserving forward process").
 
     Equals 1 for every ``t`` iff ``Var x0 = 1``.
     """

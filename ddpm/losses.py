@@ -1,4 +1,4 @@
-"""Training loss and the variational bound (book chapters 4 and 5).
+"""Training loss and the variational bound (book chapters "The variational bound (ELBO)" and "The tractable loss").
 
 All bound terms are in nats per example (summed over the data dimensions), shape ``(B,)``,
 computed in float64.
@@ -35,7 +35,7 @@ def _call(model, x: Tensor, t: TimeArg) -> Tensor:
 def loss_simple(model, schedule, x0: Tensor, *, t=None, noise=None, generator: torch.Generator | None = None) -> Tensor:
     """``L_simple = E_{t, x0, eps} ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)||^2``.
 
-    DDPM (Ho et al. 2020) eq. 14 and Algorithm 1; book chapter 5 (claims K5, K6). ``t`` is
+    DDPM (Ho et al. 2020) eq. 14 and Algorithm 1; chapter "The tractable loss" (claims K5, K6). ``t`` is
     drawn uniformly from 1..T per example unless given (the draw is in range by construction and is
     not read back, so on a GPU the step never waits for the device). Returns the mean over the batch
     and the data dimensions (the 1/d factor does not change the minimiser).
@@ -57,7 +57,7 @@ def gaussian_kl(mean1, var1, mean2, var2) -> Tensor:
 
         1/2 [ln(var2/var1) + (var1 + (mean1 - mean2)^2)/var2 - 1]
 
-    Claim K1 of book chapter 5 (Kullback-Leibler between univariate Gaussians); summed over
+    Claim K1 of chapter "The tractable loss" (Kullback-Leibler between univariate Gaussians); summed over
     coordinates it is the isotropic multivariate KL (claim K2). Arguments broadcast.
     """
     mean1, var1, mean2, var2 = (torch.as_tensor(v, dtype=torch.float64) if not isinstance(v, Tensor) else v for v in (mean1, var1, mean2, var2))
@@ -65,7 +65,7 @@ def gaussian_kl(mean1, var1, mean2, var2) -> Tensor:
 
 
 def prior_loss(schedule, x0: Tensor) -> Tensor:
-    """``L_T = KL(q(x_T | x0) || N(0, I))`` per example (DDPM eq. 5; claim F6 of chapter 3).
+    """``L_T = KL(q(x_T | x0) || N(0, I))`` per example (DDPM eq. 5; claim F6 of chapter "The variance-preserving forward process").
 
     It has no parameter theta (claim E4); per coordinate it is
     ``1/2 [abar_T x0^2 - abar_T - ln(1 - abar_T)]``.
@@ -85,7 +85,7 @@ def _model_variance(schedule, t: TimeArg, x: Tensor, variance: str) -> Tensor:
 def vb_term(model, schedule, x0: Tensor, t: TimeArg, *, noise: Tensor | None = None, variance: str = "small", generator=None) -> Tensor:
     """``L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p_theta(x_{t-1} | x_t))`` per example, ``t >= 2``.
 
-    DDPM eq. 5; book chapter 5, claims K3-K5. ``x_t`` is drawn from ``q(x_t | x0)`` with
+    DDPM eq. 5; chapter "The tractable loss", claims K3-K5. ``x_t`` is drawn from ``q(x_t | x0)`` with
     ``noise``; ``p_theta`` has mean DDPM eq. 11 and variance ``beta~_t`` ("small") or ``beta_t``
     ("large").
     """
@@ -104,7 +104,7 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, variance: Tenso
     """Elementwise log-probability of the bin of ``x`` under ``N(mean, variance)``.
 
     DDPM eq. 13 (section 3.3): the bin ``[x - w/2, x + w/2]``, with the edge bins of [-1, 1]
-    extended to -inf and +inf, so the probabilities of all bins sum to 1 (claim K8, chapter 5).
+    extended to -inf and +inf, so the probabilities of all bins sum to 1 (claim K8, chapter "The tractable loss").
     """
     x, mean, variance = (v.to(torch.float64) for v in torch.broadcast_tensors(x, mean, torch.as_tensor(variance, dtype=torch.float64, device=x.device)))
     inv_std = variance.rsqrt()
@@ -139,7 +139,7 @@ def decoder_nll(model, schedule, x0: Tensor, *, noise: Tensor | None = None, var
 
     This is the log of a probability *mass* (of the bin of width ``bin_width`` around ``x0``),
     while the other terms are KLs between densities: to compare the whole bound with a continuous
-    log-density, add ``d * log(bin_width)`` (book chapter 4 does so)."""
+    log-density, add ``d * log(bin_width)`` (chapter "The variational bound (ELBO)" does so)."""
     noise = _noise_like(x0, noise, generator)
     x1 = q_sample(schedule, x0, 1, noise=noise)
     eps = _call(model, x1, 1).to(torch.float64)
@@ -153,7 +153,7 @@ def variational_bound(model, schedule, x0: Tensor, *, variance: str = "small", g
     """The whole negative ELBO ``L = L_T + sum_{t=2}^T L_{t-1} + L_0`` (DDPM eq. 5), per
     example, in nats: a dict with ``"prior"`` (B,), ``"terms"`` (B, T) where column ``t - 1``
     holds ``L_{t-1}`` (column 0 is ``L_0``), and ``"total"`` (B,). Each term uses its own
-    ``x_t ~ q(x_t | x0)``. Book chapter 4, claim E4.
+    ``x_t ~ q(x_t | x0)``. Book chapter "The variational bound (ELBO)", claim E4.
     """
     B = batch_size(x0, "x0")
     terms = torch.zeros(B, schedule.T, dtype=torch.float64, device=x0.device)

@@ -1,4 +1,4 @@
-"""Distances between sample sets (book chapters "Training and sampling" and "DDIM").
+"""Distances between sample sets (book chapters 6, "Training and sampling", and 7, "DDIM").
 
 - 2-D data: :func:`sliced_wasserstein` and :func:`energy_distance`.
 - Images: :func:`frechet_distance` in the penultimate-layer features of a small classifier

@@ -1,5 +1,5 @@
 """The posterior q(x_{t-1} | x_t, x0) and the eps / x0 / v parameterisations
-(book chapters 4, 5 and 7)."""
+(book chapters "The variational bound (ELBO)", "The tractable loss" and "DDIM")."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _t(schedule: Schedule, t: TimeArg, x: Tensor, low: int = 1) -> TimeArg:
 def q_posterior(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and variance of ``q(x_{t-1} | x_t, x0)``.
 
-    DDPM (Ho et al. 2020) eqs. 6-7; claim E5 of book chapter 4::
+    DDPM (Ho et al. 2020) eqs. 6-7; claim E5 of chapter "The variational bound (ELBO)"::
 
         mu~_t   = [sqrt(abar_{t-1}) beta_t x0 + sqrt(alpha_t) (1 - abar_{t-1}) x_t] / (1 - abar_t)
         beta~_t = (1 - abar_{t-1}) beta_t / (1 - abar_t)
@@ -38,7 +38,7 @@ def q_posterior(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> tupl
 
 def eps_to_x0(schedule: Schedule, x_t: Tensor, t: TimeArg, eps: Tensor) -> Tensor:
     """``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``: DDPM eq. 4 solved for x0
-    (DDIM eq. 9, ``f_theta``; book chapters 6-7)."""
+    (DDIM eq. 9, ``f_theta``; book chapters "Training and sampling" and "DDIM")."""
     check_same_shape(eps, x_t, "eps", "x_t")
     t = _t(schedule, t, x_t)
     return (x_t - extract(schedule.sqrt_one_minus_alpha_bars, t, x_t) * eps) / extract(schedule.sqrt_alpha_bars, t, x_t)
@@ -56,7 +56,7 @@ def x0_to_eps(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> Tensor
 
 def v_target(schedule: Schedule, x0: Tensor, t: TimeArg, eps: Tensor) -> Tensor:
     """``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans and Ho 2022, section 4;
-    claim D9 of book chapter 7)."""
+    claim D9 of chapter "DDIM")."""
     check_same_shape(eps, x0, "eps", "x0")
     t = _t(schedule, t, x0, low=0)
     return extract(schedule.sqrt_alpha_bars, t, x0) * eps - extract(schedule.sqrt_one_minus_alpha_bars, t, x0) * x0
@@ -89,7 +89,7 @@ def x0_to_v(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> Tensor:
 def posterior_mean_from_eps(schedule: Schedule, x_t: Tensor, t: TimeArg, eps: Tensor) -> Tensor:
     """``mu = (x_t - beta_t eps / sqrt(1 - abar_t)) / sqrt(alpha_t)``.
 
-    DDPM eq. 11; claim K4 of book chapter 5. With ``eps`` the true noise this is ``mu~_t``
+    DDPM eq. 11; claim K4 of chapter "The tractable loss". With ``eps`` the true noise this is ``mu~_t``
     exactly; with ``eps_theta`` it is the model's mean ``mu_theta``.
     """
     check_same_shape(eps, x_t, "eps", "x_t")

@@ -37,14 +37,14 @@ def timesteps(T: int, *, steps: int | None = None, spacing: Spacing = "trailing"
     """The decreasing sequence ``tau_S > ... > tau_1`` of time steps a sampler visits.
 
     - ``"trailing"``: ``round(T - k T/S)`` for k = 0..S-1; starts at ``T`` (Lin et al. 2024).
-    - ``"leading"``: ``1 + k floor(T/S)``; never visits ``T``, a known trap (book chapter 7).
+    - ``"leading"``: ``1 + k floor(T/S)``; never visits ``T``, a known trap (chapter "DDIM").
     - ``"linspace"``: ``S`` points evenly spaced from 1 to ``T``, both included.
     - ``"quadratic"``: ``floor((k sqrt(0.8 T)/(S-1))^2) + 1`` (DDIM appendix D.2), the
       smallest steps nudged apart so that none repeats.
 
     A named spacing needs ``steps`` (``S``, an int in 1..T). An explicit sequence (strictly
     decreasing, each in 1..T) is accepted too and returned as is; ``steps`` may then be omitted or
-    must equal its length (a different ``steps`` is refused, not ignored). Book chapter 7, claim D8.
+    must equal its length (a different ``steps`` is refused, not ignored). Book chapter "DDIM", claim D8.
     Returns a ``LongTensor`` of length ``S``.
     """
     if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
@@ -135,7 +135,7 @@ def ddpm_step(
     """One ancestral step ``x_{t-1} = mu_theta(x_t, t) + sigma_t z`` (DDPM Algorithm 2, line 4).
 
     ``mu_theta`` is DDPM eq. 11 (claim K4); it equals the posterior mean of the predicted
-    ``x0_hat`` (claim S1, book chapter 6). ``variance="small"`` takes ``sigma_t^2 = beta~_t``,
+    ``x0_hat`` (claim S1, chapter "Training and sampling"). ``variance="small"`` takes ``sigma_t^2 = beta~_t``,
     ``"large"`` takes ``sigma_t^2 = beta_t`` (DDPM section 3.2). At ``t = 1`` no noise is
     added (``z = 0``), so the first step's variance, ``beta~_1 = 0`` or ``beta_1``, is never used:
     the step returns the mean, ``x0_hat``. ``clip`` clamps ``x0_hat`` to ``[-clip, clip]``.
@@ -185,7 +185,7 @@ def _sigma(schedule: Schedule, t: TimeArg, t_prev: TimeArg, eta: float) -> Tenso
 def ddim_sigma(schedule: Schedule, t: TimeArg, t_prev: TimeArg, *, eta: float) -> Tensor:
     """``sigma_t(eta) = eta sqrt((1 - abar_{t_prev})/(1 - abar_t)) sqrt(1 - abar_t/abar_{t_prev})``.
 
-    DDIM (Song et al. 2021) eq. 16; claim D4 of book chapter 7. ``eta = 1`` gives
+    DDIM (Song et al. 2021) eq. 16; claim D4 of chapter "DDIM". ``eta = 1`` gives
     ``sigma^2 = beta~_t`` (DDPM with the small variance), ``eta = 0`` the deterministic sampler.
     ``t`` in 1..T, ``t_prev`` in 0..T-1 with ``t_prev < t`` (ints, or integer tensors of one shape;
     the order is checked where the values are on the host). Returned in the schedule's dtype
@@ -201,12 +201,13 @@ def ddim_eta_max(schedule: Schedule, t: TimeArg, t_prev: TimeArg) -> Tensor:
 
     DDIM eq. 12 needs ``sigma^2 <= 1 - abar_{t_prev}``; with eq. 16 this is
     ``eta^2 <= (1 - abar_t) abar_{t_prev} / (abar_{t_prev} - abar_t)``, which is ``>= 1`` for every
-    pair (so ``eta <= 1`` is always allowed) and ``inf`` at ``t_prev = 0``. Book chapter 7, claim D4.
+    pair (so ``eta <= 1`` is always allowed) and ``inf`` at ``t_prev = 0``. Book chapter "DDIM", claim D4.
     """
     t, t_prev = _check_pair(schedule, t, t_prev, None)
     a = schedule.alpha_bars
     at, ap = _take(a, t), _take(a, t_prev)
-    return ((1 - at) * ap / (ap - at)).sqrt()
+    out = ((1 - at) * ap / (ap - at)).sqrt()
+    return torch.where(ap == 1, torch.full_like(out, math.inf), out)  # t_prev = 0: sigma = 0 for every eta
 
 
 def _check_ddim_bound(schedule: Schedule, t: TimeArg, t_prev: TimeArg, eta: float) -> None:
@@ -245,7 +246,7 @@ def ddim_step(
 
         x_{t_prev} = sqrt(abar_{t_prev}) x0_hat + sqrt(1 - abar_{t_prev} - sigma^2) eps + sigma z
 
-    Claim D5 of book chapter 7. ``t_prev = 0`` uses ``abar_0 = 1`` (the last step returns
+    Claim D5 of chapter "DDIM". ``t_prev = 0`` uses ``abar_0 = 1`` (the last step returns
     ``x0_hat``). ``eta = 0`` is deterministic; ``noise`` (``z``) is ignored where ``eta = 0`` or
     ``t_prev = 0``. An ``eta`` above 1 can make ``1 - abar_{t_prev} - sigma^2`` negative, where
     the step does not exist: that raises ``ValueError`` naming ``eta``, ``t`` and the largest
@@ -365,7 +366,7 @@ def sample_ddpm(
     dtype=None,
 ) -> Tensor:
     """Ancestral sampling, DDPM Algorithm 2: ``x_T ~ N(0, I)``, then ``T`` calls of
-    :func:`ddpm_step` from ``t = T`` down to 1 (book chapter 6). Returns ``x_0``, shape ``shape``;
+    :func:`ddpm_step` from ``t = T`` down to 1 (chapter "Training and sampling"). Returns ``x_0``, shape ``shape``;
     :func:`ddpm_trajectory` returns every state.
     """
     return _last(_ddpm_states(model, schedule, shape, generator, variance, clip, x_T, progress, device, dtype))
@@ -409,7 +410,7 @@ def sample_ddim(
 ) -> Tensor:
     """DDIM sampling (Song et al. 2021, eq. 12 over a sub-sequence tau, section 4.2):
     ``steps`` calls of :func:`ddim_step` over :func:`timesteps` ``(T, steps=steps, spacing=spacing)``,
-    the last one to ``t_prev = 0`` (book chapter 7, claims D5 and D8). Returns ``x_0``;
+    the last one to ``t_prev = 0`` (chapter "DDIM", claims D5 and D8). Returns ``x_0``;
     :func:`ddim_trajectory` returns every state.
 
     ``steps`` defaults to 50 for a named spacing and to the sequence's length for an explicit one.

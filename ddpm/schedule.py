@@ -1,4 +1,4 @@
-"""Noise schedules (book chapter "The forward process").
+"""Noise schedules (book chapter "The variance-preserving forward process").
 
 Every per-step quantity is a float64 tensor of length ``T + 1`` whose index ``t`` is the
 ``t`` of the equations; index 0 stands for clean data: ``beta_0 = 0``, ``abar_0 = 1``.
@@ -92,7 +92,7 @@ class Schedule:
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """DDPM's linear schedule (Ho et al. 2020, section 4): ``beta_t`` evenly spaced from
         ``beta_start`` to ``beta_end``. The defaults are tuned for ``T = 1000`` and data in
-        [-1, 1]; for other ``T`` scale both by ``1000 / T`` (book chapter 3, claim F7)."""
+        [-1, 1]; for other ``T`` scale both by ``1000 / T`` (chapter "The variance-preserving forward process", claim F7)."""
         T = _check_T(T)
         for name, v in (("beta_start", beta_start), ("beta_end", beta_end)):
             if not 0 < v < 1:

@@ -130,7 +130,7 @@ class GaussianMixture:
 
     def eps(self, x_t: Tensor, t, schedule: Schedule | None = None) -> Tensor:
         """The optimal noise predictor ``E[eps | x_t] = -sqrt(1 - abar_t) grad log q_t(x_t)``
-        (Tweedie; claim D10 of book chapter 7). ``t``: an int or a LongTensor (B,)."""
+        (Tweedie; claim D10 of chapter "DDIM"). ``t``: an int or a LongTensor (B,)."""
         schedule = schedule if schedule is not None else self.schedule
         if schedule is None:
             raise ValueError("eps needs a schedule: pass schedule= or use mixture.bind(schedule)")

@@ -89,11 +89,23 @@ def test_K3_K5_vb_term_decomposition(t, seed):
 
 
 def test_K5_lambda_not_monotone_for_large_variance():
-    s = Schedule.linear()
-    t = torch.arange(2, 1001)
-    lam = s.betas[t] ** 2 / (2 * s.betas[t] * s.alphas[t] * (1 - s.alpha_bars[t]))
+    """lambda_t read off the package's vb_term (a unit eps error in one coordinate, minus the
+    zero-error constant), not typed: with sigma^2 = beta_t it rises and falls."""
+    s = Schedule.linear(T=200, beta_start=5e-4, beta_end=0.1)
+    x0 = torch.zeros(1, 1, dtype=torch.float64)
+    noise = torch.zeros(1, 1, dtype=torch.float64)
+    lam = []
+    for t in range(2, 201):
+        L1 = ddpm.vb_term(Oracle(noise + 1.0), s, x0, t, noise=noise, variance="large")
+        L0 = ddpm.vb_term(Oracle(noise), s, x0, t, noise=noise, variance="large")
+        lam.append((L1 - L0).item())
+    lam = torch.tensor(lam)
     diffs = lam[1:] - lam[:-1]
     assert (diffs > 0).any() and (diffs < 0).any()
+    # and with sigma^2 = beta~_t it is 1/2 (SNR(t-1) - SNR(t)) (claim K5), from the same route
+    t = 50
+    L1 = ddpm.vb_term(Oracle(noise + 1.0), s, x0, t, noise=noise, variance="small").item()
+    assert L1 == pytest.approx(0.5 * (s.snr[t - 1] - s.snr[t]).item() * (1 - s.alpha_bars[t]).item() / s.alpha_bars[t].item(), rel=1e-9)
 
 
 @settings(max_examples=20, deadline=None)
@@ -102,7 +114,10 @@ def test_F6_prior_loss_closed_form(x, seed):
     s = Schedule.linear()
     a = s.alpha_bars[-1]
     L = ddpm.prior_loss(s, torch.tensor([[x]], dtype=torch.float64))
-    assert L.item() == pytest.approx((0.5 * (a * x**2 - a - torch.log(1 - a))).item(), rel=1e-6, abs=1e-14)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(a.sqrt() * x, (1 - a).sqrt()), torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    )
+    assert L.item() == pytest.approx(ref.item(), rel=1e-6, abs=1e-14)
     assert L.item() / math.log(2) < 5e-5  # about 1e-5 bits per dimension
 
 
@@ -135,6 +150,39 @@ def test_loss_simple_zero_for_the_oracle_and_seeded():
     assert net.weight.grad is not None and torch.isfinite(net.weight.grad).all()
 
 
+def test_loss_simple_draws_cover_1_and_T_never_0():
+    s = Schedule.linear(T=6, beta_start=1e-2, beta_end=0.3)
+    seen = []
+
+    def model(x, t):
+        seen.append(t.clone())
+        return torch.zeros_like(x)
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        ddpm.loss_simple(model, s, torch.zeros(400, 2), generator=g)
+    t = torch.cat(seen)
+    assert t.dtype == torch.long and set(t.tolist()) == set(range(1, 7))
+    counts = torch.bincount(t, minlength=7)
+    assert counts[0] == 0 and (counts[1:] > 2000 / 6 * 0.8).all()  # uniform on 1..T
+
+
+def test_loss_simple_is_the_mse_of_the_noise():
+    """An independent route: with a given t and noise, the loss is mean((eps_theta(x_t, t) - eps)^2) with
+    x_t built by hand from abar_t."""
+    s = Schedule.linear(T=20, beta_start=1e-3, beta_end=0.2)
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(2, 16, 3, generator=g)
+    t = torch.randint(1, 21, (16,), generator=g)
+    net = torch.nn.Linear(3, 3)
+    loss = ddpm.loss_simple(lambda x, tt: net(x) * tt[:, None], s, x0, t=t, noise=noise)
+    ab = s.alpha_bars[t].float()[:, None]
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    torch.testing.assert_close(loss, ((net(xt) * t[:, None] - noise) ** 2).mean())
+    with pytest.raises(ValueError, match="t must be in 1..20"):
+        ddpm.loss_simple(lambda x, tt: x, s, x0, t=torch.zeros(16, dtype=torch.long), noise=noise)
+
+
 def test_bound_terms_and_bits_per_dim():
     s = Schedule.linear(T=50, beta_start=1e-4 * 20, beta_end=0.02 * 20)
     mix = ddpm.GaussianMixture.ring().bind(s)
@@ -160,3 +208,8 @@ def test_bad_input():
         ddpm.vb_term(Oracle(x0), s, x0, 3, variance="medium")
     with pytest.raises(ValueError, match="must return eps of shape"):
         ddpm.loss_simple(Oracle(torch.zeros(2)), s, x0)
+    with pytest.raises(ValueError, match="variance must be one of"):
+        ddpm.decoder_variance(s, "medium")
+    # both variances share DDPM's decoder variance beta~_2, as documented
+    assert ddpm.decoder_variance(s, "small") == ddpm.decoder_variance(s, "large") == s.posterior_variance[2].item()
+    assert ddpm.decoder_variance(Schedule.linear(T=1), "small") == Schedule.linear(T=1).betas[1].item()

@@ -55,14 +55,20 @@ def test_timesteps_bad_input(args, match):
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 1000), seeds)
 def test_D4_sigma_eta1_is_posterior_std(t, seed):
+    """sigma(eta)^2 = eta^2 Var q(x_{t_prev} | x_t, x0), the variance of the skip posterior, here by
+    the precision form of Bayes' rule: 1/var = 1/(1 - abar_{t_prev}) + (abar_t/abar_{t_prev})/(1 - abar_t/abar_{t_prev})."""
     s = Schedule.linear()
     sig = ddpm.ddim_sigma(s, t, t - 1, eta=1.0)
     assert sig.item() ** 2 == pytest.approx(s.posterior_variance[t].item(), rel=1e-9, abs=1e-18)
     eta = torch.rand(1, generator=torch.Generator().manual_seed(seed)).item() * 2
     tp = max(0, t - 1 - seed % 50)
-    a, ap = s.alpha_bars[t], s.alpha_bars[tp]
-    expect = eta * ((1 - ap) / (1 - a)).sqrt() * (1 - a / ap).sqrt()
-    assert ddpm.ddim_sigma(s, t, tp, eta=eta).item() == pytest.approx(expect.item(), rel=1e-12, abs=1e-300)
+    a, ap = s.alpha_bars[t].item(), s.alpha_bars[tp].item()
+    if tp == 0:
+        var = 0.0  # x0 is known: no posterior spread
+    else:
+        r = a / ap  # the skip's own "abar" from t_prev to t
+        var = 1 / (1 / (1 - ap) + r / (1 - r))
+    assert ddpm.ddim_sigma(s, t, tp, eta=eta).item() ** 2 == pytest.approx(eta**2 * var, rel=1e-9, abs=1e-300)
 
 
 @settings(max_examples=25, deadline=None)
@@ -81,20 +87,28 @@ def test_ddim_eta1_equals_ddpm_small_step(t, seed, variance):
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 1000), seeds)
-def test_D5_update_formula_and_S1(t, seed):
+def test_D5_eta1_step_samples_the_bayes_posterior_and_S1(t, seed):
+    """With the true noise, a DDIM step with eta = 1 from t to any t_prev < t is a draw from
+    q(x_{t_prev} | x_t, x0), whose mean and variance come here from Bayes' rule in precision form
+    (not from DDIM's eq. 12)."""
     s = Schedule.cosine()
     g = torch.Generator().manual_seed(seed)
-    x, eps, z = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    x0, eps, z = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
     tp = max(0, t - 1 - seed % 100)
-    eta = 0.5
-    sig = ddpm.ddim_sigma(s, t, tp, eta=eta)
-    x0h = ddpm.predict_x0(s, x, t, eps)
-    ap = s.alpha_bars[tp]
-    expect = ap.sqrt() * x0h + (1 - ap - sig**2).sqrt() * eps + sig * z
-    torch.testing.assert_close(ddpm.ddim_step(s, x, t, tp, eps, eta=eta, noise=z), expect)
-    # S1: the ancestral mean is the posterior mean at x0_hat (unclipped)
+    x = ddpm.q_sample(s, x0, t, noise=eps)
+    a, ap = s.alpha_bars[t], s.alpha_bars[tp]
+    out = ddpm.ddim_step(s, x, t, tp, eps, eta=1.0, noise=z)
+    if tp == 0:
+        torch.testing.assert_close(out, x0)
+    else:
+        r = a / ap  # q(x_t | x_{t_prev}) = N(sqrt(r) x_{t_prev}, 1 - r); prior q(x_{t_prev} | x0) = N(sqrt(ap) x0, 1 - ap)
+        prec = 1 / (1 - ap) + r / (1 - r)
+        mean = (ap.sqrt() * x0 / (1 - ap) + r.sqrt() * x / (1 - r)) / prec
+        torch.testing.assert_close(out, mean + prec.rsqrt() * z)
+    # S1: the ancestral mean (eq. 11) is the posterior mean (eqs. 6-7) at x0_hat
+    x0h = ddpm.predict_x0(s, x, t, z)  # any eps: here z, so x0_hat != x0
     mean, var = ddpm.q_posterior(s, x, t, x0h)
-    torch.testing.assert_close(ddpm.ddpm_step(s, x, t, eps, noise=z), mean + (var.sqrt() if t > 1 else 0) * z)
+    torch.testing.assert_close(ddpm.ddpm_step(s, x, t, z, noise=eps), mean + (var.sqrt() if t > 1 else 0) * eps)
 
 
 def test_step_at_t1_and_T():
@@ -191,15 +205,15 @@ def test_S2_ddim_eta0_reproduces_mixture(steps):
 
 
 def test_ddim_error_shrinks_as_steps_grow():
+    """DDIM with eta = 0 integrates an ODE: from the same x_T, its end point approaches the
+    1000-step one as S grows (a pathwise error, free of sampling noise)."""
     s = Schedule.linear()
     mix = _mixture().bind(s)
-    xT = torch.randn(3000, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    errs = []
-    for steps in (5, 20, 100):
-        x = ddpm.sample_ddim(mix, s, xT.shape, steps=steps, x_T=xT, progress=False)
-        errs.append((torch.cov(x.T) - mix.cov()).norm().item())
-    assert errs[0] > errs[1] > errs[2] * 0.9 or errs[2] < 2e-3, errs
-    assert errs[0] > errs[2]
+    xT = torch.randn(500, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ref = ddpm.sample_ddim(mix, s, xT.shape, steps=1000, x_T=xT, progress=False)
+    errs = [(ddpm.sample_ddim(mix, s, xT.shape, steps=S, x_T=xT, progress=False) - ref).norm(dim=1).mean().item() for S in (5, 20, 100)]
+    assert errs[0] > errs[1] > errs[2], errs
+    assert errs[2] < 0.2 * errs[0], errs
 
 
 def test_ddim_eta1_all_steps_equals_ddpm_small_given_same_noise():
@@ -269,3 +283,109 @@ def test_bad_input(call, match):
     s = Schedule.linear(T=100, beta_start=1e-3, beta_end=0.2)
     with pytest.raises(ValueError, match=match):
         call(s, torch.randn(4, 3))
+
+
+# ---------------------------------------------------------------- the eta bound, explicit spacings, a whole large-variance chain
+def test_eta_beyond_the_family_is_refused_not_clamped():
+    s = Schedule.linear()
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    # DDPM's sigma^2 = beta_2 at t = 2 needs eta = sqrt((1 - abar_2)/(1 - abar_1)) = 1.483 > eta_max(2, 1)
+    eta_ddpm = ((1 - s.alpha_bars[2]) / (1 - s.alpha_bars[1])).sqrt().item()
+    assert ddpm.ddim_sigma(s, 2, 1, eta=eta_ddpm).item() ** 2 == pytest.approx(s.betas[2].item(), rel=1e-9)
+    eta_max = ddpm.ddim_eta_max(s, 2, 1).item()
+    assert 1 < eta_max < eta_ddpm
+    with pytest.raises(ValueError, match=r"eta = 1.48\d* leaves the DDIM family at t = 2 -> t_prev = 1: .* eta must be <= 1.354"):
+        ddpm.ddim_step(s, x, 2, 1, x, eta=eta_ddpm)
+    with pytest.raises(ValueError, match="leaves the DDIM family at t = 2 -> t_prev = 1"):
+        ddpm.sample_ddim(lambda a, b: torch.zeros_like(a), s, (2, 2), steps=1000, eta=eta_ddpm, progress=False)
+    # just inside the bound the step exists; 1 - abar_{t_prev} - sigma^2 is then ~0 and the step finite
+    out = ddpm.ddim_step(s, torch.ones(2, 2, dtype=torch.float64), 2, 1, x, eta=eta_max * (1 - 1e-9), noise=x)
+    assert torch.isfinite(out).all()
+    # eta <= 1 is always inside: eta_max >= 1 for every pair, inf at t_prev = 0
+    t = torch.arange(2, 1001)
+    assert (ddpm.ddim_eta_max(s, t, t - 1) >= 1).all() and ddpm.ddim_eta_max(s, 500, 0).isinf()
+
+
+def test_explicit_spacing_is_the_given_loop():
+    s = Schedule.linear(T=50, beta_start=2e-3, beta_end=0.4)
+    mix = _mixture().bind(s)
+    xT = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seq = [50, 31, 30, 7, 2]
+    a = ddpm.sample_ddim(mix, s, xT.shape, spacing=seq, x_T=xT, progress=False)
+    x = xT
+    for t, tp in zip(seq, seq[1:] + [0]):
+        x = ddpm.ddim_step(s, x, t, tp, mix(x, t))
+    torch.testing.assert_close(a, x, rtol=0, atol=0)
+    traj = ddpm.ddim_trajectory(mix, s, xT.shape, spacing=torch.tensor(seq), steps=5, x_T=xT, progress=False)
+    assert traj.shape == (6, 8, 2)
+    torch.testing.assert_close(traj[-1], a, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="conflicts with the explicit sequence"):
+        ddpm.sample_ddim(mix, s, xT.shape, spacing=seq, steps=50, x_T=xT, progress=False)
+
+
+def test_whole_ddpm_large_variance_chain_and_its_last_step():
+    """sample_ddpm(variance="large"): every step adds sqrt(beta_t) z except the last, which returns
+    x0_hat; for point data with its exact eps the chain must end exactly on the point."""
+    s = Schedule.linear(T=30, beta_start=3e-3, beta_end=0.6)
+    point = torch.tensor([0.4, -0.7], dtype=torch.float64)
+    exact = lambda x, t: (x - s.sqrt_alpha_bars[t].reshape(-1, 1) * point) / s.sqrt_one_minus_alpha_bars[t].reshape(-1, 1)  # noqa: E731
+    traj = ddpm.ddpm_trajectory(exact, s, (64, 2), variance="large", generator=torch.Generator().manual_seed(0), progress=False, dtype=torch.float64)
+    assert traj.shape == (31, 64, 2)
+    torch.testing.assert_close(traj[-1], point.expand(64, 2))  # the last step adds no noise
+    # each earlier step's spread about its mean is sqrt(beta_t): the residual / sqrt(beta_t) is N(0, 1)
+    z = []
+    for k in range(30 - 1):  # k = 0: t = 30 -> 29, ..., t = 2 -> 1
+        t = 30 - k
+        mean = ddpm.posterior_mean_from_eps(s, traj[k], t, exact(traj[k], torch.full((64,), t)))
+        z.append((traj[k + 1] - mean) / s.betas[t].sqrt())
+    z = torch.stack(z)
+    assert abs(z.mean().item()) < 0.05 and abs(z.var().item() - 1) < 0.05
+    # ... and sample_ddpm returns the trajectory's last state
+    x = ddpm.sample_ddpm(exact, s, (64, 2), variance="large", generator=torch.Generator().manual_seed(0), progress=False, dtype=torch.float64)
+    torch.testing.assert_close(x, traj[-1], rtol=0, atol=0)
+
+
+def test_device_and_dtype_inference():
+    s = Schedule.linear(T=10, beta_start=1e-2, beta_end=0.3)
+    net64 = torch.nn.Linear(2, 2).double()
+    model64 = lambda x, t: net64(x)  # noqa: E731  a plain callable: float32 by default
+    assert ddpm.sample_ddim(model64, s, (3, 2), steps=2, dtype=torch.float64, progress=False).dtype == torch.float64
+
+    class Net(torch.nn.Module):
+        def __init__(self, dtype):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2, dtype=dtype)
+
+        def forward(self, x, t):
+            return self.lin(x)
+
+    assert ddpm.sample_ddim(Net(torch.float64), s, (3, 2), steps=2, progress=False).dtype == torch.float64  # the parameters'
+    assert ddpm.sample_ddpm(Net(torch.float64), s, (3, 2), progress=False).dtype == torch.float64
+    assert ddpm.sample_ddim(lambda x, t: torch.zeros_like(x), s, (3, 2), steps=2, progress=False).dtype == torch.float32
+    xT = torch.zeros(3, 2, dtype=torch.float64)  # x_T wins over everything
+    assert ddpm.sample_ddim(lambda x, t: torch.zeros_like(x), s, (3, 2), steps=2, x_T=xT, dtype=torch.float32, progress=False).dtype == torch.float64
+    assert ddpm.sample_ddim(Net(torch.float32), s, (3, 2), steps=2, device="cpu", progress=False).device.type == "cpu"
+    with pytest.raises(ValueError, match=r"x_T must be a tensor of shape \(3, 2\)"):
+        ddpm.sample_ddim(Net(torch.float32), s, (3, 2), steps=2, x_T=torch.zeros(2, 2), progress=False)
+
+
+def test_t_is_checked_one_way():
+    s = Schedule.linear(T=100, beta_start=1e-3, beta_end=0.2)
+    x = torch.randn(4, 3)
+    z = torch.randn(4, 3)
+    for call in (lambda t: ddpm.q_sample(s, x, t, noise=z), lambda t: ddpm.ddpm_step(s, x, t, x, noise=z), lambda t: ddpm.predict_x0(s, x, t, x)):
+        with pytest.raises(ValueError, match="t must be an integer tensor"):
+            call(torch.full((4,), 3.0))
+        with pytest.raises(ValueError, match="t has 3 entries but the batch has 4"):
+            call(torch.tensor([1, 2, 3]))
+        with pytest.raises(ValueError, match="t must be in"):
+            call(torch.tensor([1, 2, 3, 101]))
+        torch.testing.assert_close(call(torch.tensor(7)), call(7))  # a 0-d tensor is one t for the batch
+    with pytest.raises(ValueError, match="t must be in 1..100"):
+        ddpm.ddim_sigma(s, 0, 0, eta=1.0)
+    with pytest.raises(ValueError, match="t_prev must be < t, got t_prev = 20 and t = 10"):
+        ddpm.ddim_sigma(s, 10, 20, eta=1.0)
+    with pytest.raises(ValueError, match="t_prev must be < t"):
+        ddpm.ddim_sigma(s, torch.tensor([5, 6]), torch.tensor([4, 6]), eta=1.0)
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
+        ddpm.ddim_sigma(s, 5, 4, eta=float("nan"))

@@ -1,5 +1,6 @@
 """Schedule: the t-indexing convention, claims F5-F7, and bad input."""
 
+import dataclasses
 import math
 
 import pytest
@@ -28,11 +29,14 @@ def test_indexing_convention():
 def test_from_betas_identities(b):
     s = Schedule.from_betas(b)
     bt = torch.tensor(b, dtype=torch.float64)
-    torch.testing.assert_close(s.alpha_bars[1:], torch.cumprod(1 - bt, 0))
+    # abar_t through logarithms (a different route from the cumulative product)
+    torch.testing.assert_close(s.alpha_bars[1:], torch.exp(torch.cumsum(torch.log1p(-bt), 0)))
     # F5: SNR strictly decreasing for any beta in (0, 1)
     assert (s.snr[1:] < s.snr[:-1]).all()
-    # E5: beta~_t = (1 - abar_{t-1}) beta_t / (1 - abar_t) < beta_t for t >= 2, beta~_1 = 0
-    torch.testing.assert_close(s.posterior_variance[1:], (1 - s.alpha_bars[:-1]) * s.betas[1:] / (1 - s.alpha_bars[1:]))
+    # E5 by the precision form of Bayes' rule: 1/beta~_t = alpha_t/beta_t + 1/(1 - abar_{t-1}) (t >= 2)
+    if len(b) >= 2:
+        prec = s.alphas[2:] / s.betas[2:] + 1 / (1 - s.alpha_bars[1:-1])
+        torch.testing.assert_close(1 / s.posterior_variance[2:], prec, rtol=1e-9, atol=0)
     assert s.posterior_variance[1] == 0
     assert (s.posterior_variance[2:] < s.betas[2:]).all()
     torch.testing.assert_close(s.sqrt_alpha_bars**2 + s.sqrt_one_minus_alpha_bars**2, torch.ones(len(b) + 1, dtype=torch.float64))
@@ -97,5 +101,70 @@ def test_bad_input(call, match):
 
 def test_frozen():
     s = Schedule.linear(T=3)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.betas = torch.zeros(4)
+
+
+def test_fields_are_derived_from_betas():
+    s = Schedule.linear(T=7)
+    direct = Schedule(s.betas)  # the full beta_0..beta_T vector
+    for f in dataclasses.fields(Schedule):
+        torch.testing.assert_close(getattr(direct, f.name), getattr(s, f.name), rtol=0, atol=0)
+    with pytest.raises(TypeError):
+        Schedule(s.betas, alphas=s.alphas)  # derived fields cannot be passed, so they cannot disagree
+    with pytest.raises(ValueError, match="betas\\[0\\] must be 0"):
+        Schedule(s.betas[1:])
+    with pytest.raises(ValueError, match="strictly inside"):
+        Schedule(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    # to() converts each float64 field, it does not recompute in the new dtype
+    s32 = s.to(dtype=torch.float32)
+    torch.testing.assert_close(s32.snr, s.snr.float(), rtol=0, atol=0)
+    assert s.alpha_bars.dtype == torch.float64  # the original is untouched
+
+
+# ---------------------------------------------------------------- found by mutation testing (tests/README.md)
+def test_input_is_converted_to_float64():
+    b32 = torch.linspace(1e-4, 0.02, 10, dtype=torch.float32)
+    for s in (Schedule.from_betas(b32), Schedule(torch.cat([torch.zeros(1), b32]))):
+        for f in dataclasses.fields(Schedule):
+            assert getattr(s, f.name).dtype == torch.float64, f.name
+
+
+def test_constructor_messages_name_the_problem():
+    with pytest.raises(ValueError, match=r"Schedule\(betas\) takes beta_0..beta_T .* got shape \(2, 3\); use Schedule.from_betas for beta_1..beta_T"):
+        Schedule(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"got shape \(1,\)"):
+        Schedule(torch.zeros(1))
+    with pytest.raises(ValueError, match=r"betas\[0\] must be 0 \(t = 0 is clean data\), got 0.1"):
+        Schedule(torch.tensor([0.1, 0.2], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"strictly inside \(0, 1\); got 1.5"):
+        Schedule(torch.tensor([0.0, 1.5, 0.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"strictly inside \(0, 1\); got 0.0"):
+        Schedule.from_betas([0.1, 0.0, 0.2])
+    with pytest.raises(ValueError, match="beta_start must lie strictly inside"):
+        Schedule.linear(10, beta_start=0.0)
+    with pytest.raises(ValueError, match="beta_end must lie strictly inside"):
+        Schedule.linear(10, beta_end=1.0)
+    with pytest.raises(ValueError, match="max_beta must lie strictly inside"):
+        Schedule.cosine(10, max_beta=0.0)
+    with pytest.raises(ValueError, match="s must be >= 0, got -0.1"):
+        Schedule.cosine(10, s=-0.1)
+    for bad in (0, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="T must be an int >= 1"):
+            Schedule.linear(bad)
+
+
+def test_edges_that_are_allowed():
+    assert Schedule.linear(1).T == 1 and len(Schedule.linear(1)) == 2
+    assert Schedule.cosine(10, s=0.0).T == 10  # s = 0 is allowed
+    c = Schedule.cosine()
+    assert c.T == 1000
+    torch.testing.assert_close(c.betas, Schedule.cosine(1000, s=0.008, max_beta=0.999).betas, rtol=0, atol=0)
+    assert c.betas[-1] == 0.999  # only the last beta is clipped at max_beta
+
+
+def test_to_device_and_repr():
+    s = Schedule.linear(T=10).to(device="meta")
+    assert all(getattr(s, f.name).device.type == "meta" for f in dataclasses.fields(Schedule))
+    r = repr(Schedule.linear(T=10))
+    assert r.startswith("Schedule(T=10, beta_1=0.0001, beta_T=0.02, abar_T=0.904, dtype=torch.float64"), r

@@ -174,9 +174,16 @@ class Attention(nn.Module):
         B, C, H, W = x.shape
         nh, d = self.heads, C // self.heads
         qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
-        qkv = qkv.reshape(B, 3, nh, d, H * W).permute(1, 0, 2, 4, 3)  # (3, B, nh, HW, d)
-        h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, nh, HW, d)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)  # (B, C, H, W)
+        if qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous():
+            # NHWC in memory: (B, H*W, 3, nh, d) is a view, so q, k, v reach the attention kernel without a copy
+            # (each has a contiguous last dimension) and the result goes back to NHWC as a view too.
+            q, k, v = qkv.permute(0, 2, 3, 1).reshape(B, H * W, 3, nh, d).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, HW, d)
+            h = F.scaled_dot_product_attention(q, k, v)  # (B, nh, HW, d)
+            h = h.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W), NHWC in memory
+        else:
+            qkv = qkv.reshape(B, 3, nh, d, H * W).permute(1, 0, 2, 4, 3)  # (3, B, nh, HW, d)
+            h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, nh, HW, d)
+            h = h.transpose(-1, -2).reshape(B, C, H, W)  # (B, C, H, W)
         return x + self.proj(h)
 
 
@@ -191,6 +198,19 @@ class Downsample(nn.Module):
         return self.conv(x)  # (B, C, H/2, W/2)
 
 
+def upsample_nearest2x(x: Tensor) -> Tensor:
+    """Nearest-neighbour x2 upsampling ``(B, C, H, W) -> (B, C, 2H, 2W)``, equal to
+    ``F.interpolate(x, scale_factor=2, mode="nearest")``, written as a broadcast and a reshape: its gradient
+    is a sum over each 2x2 block (a plain reduction) instead of the scatter-add of interpolate's backward,
+    and it keeps ``x``'s memory format (channels-last in, channels-last out)."""
+    B, C, H, W = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        xp = x.permute(0, 2, 3, 1)  # (B, H, W, C), a view of the NHWC memory
+        y = xp[:, :, None, :, None, :].expand(B, H, 2, W, 2, C).reshape(B, 2 * H, 2 * W, C)
+        return y.permute(0, 3, 1, 2)  # (B, C, 2H, 2W), NHWC in memory
+    return x[:, :, :, None, :, None].expand(B, C, H, 2, W, 2).reshape(B, C, 2 * H, 2 * W)
+
+
 class Upsample(nn.Module):
     """Nearest-neighbour x2, then a 3x3 convolution."""
 
@@ -199,7 +219,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(c, c, 3, padding=1)
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)
+        return self.conv(upsample_nearest2x(x))  # (B, C, 2H, 2W)
 
 
 class UNet(nn.Module):
