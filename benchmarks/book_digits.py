@@ -108,7 +108,12 @@ def main(argv=None) -> int:
     p.add_argument("--etas", default=",".join(map(str, ETAS)), help="DDIM eta values")
     p.add_argument("--no-ddpm", action="store_true", help="skip the 1000-step DDPM row (smoke tests)")
     p.add_argument("--out", default=str(DATA))
+    p.add_argument("--quality", action="store_true", help="only the CPU quality study (digits_quality.json); needs the checkpoint")
+    p.add_argument("--splits", type=int, default=12, help="--quality: random splits per baseline")
+    p.add_argument("--quality-seeds", type=int, default=3, help="--quality: x_T draws per DDIM sampler")
     args = p.parse_args(argv)
+    if args.quality:
+        return quality(args)
     if args.fast:
         args.train_steps, args.batch_size, args.n, args.seeds = 2000, 64, 300, 1
     out = Path(args.out)
@@ -194,6 +199,121 @@ def main(argv=None) -> int:
     (out / "digits_ddim_table.json").write_text(json.dumps(result, indent=1) + "\n")
     torch.save({k: v.to(torch.float16) for k, v in keep.items()}, out / "digits_samples.pt")
     print("wrote", out / "digits_ddim_table.json")
+    return 0
+
+
+# ---------------------------------------------------------------------- the CPU quality study
+QUALITY_STEPS = (10, 20, 50)
+
+
+def quality(args) -> int:
+    """What the Frechet distances can and cannot tell apart, on the CPU (one thread, seeded).
+
+    1. The baselines of the GPU table (898 samples against 898 of all 1797 digits) over 12
+       re-splits: data vs data, and 898 *training* digits against the same reference (what a
+       model that copied its training set would score).
+    2. A reference disjoint from training: the 360 test digits of ``load_dataset(split="test")``.
+       Baseline: 12 random sets of 360 training digits against it (mean, sd, range).
+    3. DDIM eta = 0 at S = 10, 20, 50 with "trailing" and "leading" spacing, and DDPM (1000
+       steps, sigma^2 = beta), 360 samples each, several x_T draws, scored against the test digits.
+    4. A nearest-neighbour copy check: each sample's distance (pixels in [-1, 1]) to its nearest
+       training digit, next to the same distance for the test digits.
+    Writes ``digits_quality.json`` next to the table.
+    """
+    from ddpm.classifier import features
+    from ddpm.metrics import frechet_distance_features as fd
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    ck = ddpm.load_checkpoint(Path(args.checkpoint) if args.checkpoint else out / "digits_unet.pt", device="cpu")
+    model, s = ck.sampling_model.eval(), ck.schedule
+    train = ddpm.load_dataset("digits", split="train")
+    test = ddpm.load_dataset("digits", split="test")
+    alld = ddpm.load_dataset("digits", split="all")
+    is_test = torch.arange(alld.shape[0]) % 5 == 0          # load_digits' split: every fifth image is test
+    f_all, f_train, f_test = features(alld), features(train), features(test)
+    splits = args.splits
+
+    def summary(v):
+        return {"mean": round(statistics.fmean(v), 3), "sd": round(statistics.stdev(v), 3),
+                "min": round(min(v), 3), "max": round(max(v), 3), "values": [round(x, 3) for x in v]}
+
+    # 1. the GPU table's kind of baseline, re-split
+    n_big = 898
+    dd, tr_ref, overlap = [], [], []
+    for k in range(splits):
+        perm = torch.randperm(alld.shape[0], generator=torch.Generator().manual_seed(100 + k))
+        ref, other = perm[:n_big], perm[n_big:2 * n_big]
+        dd.append(fd(f_all[other], f_all[ref]))
+        overlap.append(int((~is_test[ref]).sum()))
+        pick = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(200 + k))[:n_big]
+        tr_ref.append(fd(f_train[pick], f_all[ref]))
+    table_baselines = {"n": n_big, "splits": splits, "data_vs_data": summary(dd),
+                       "training_digits_vs_reference": summary(tr_ref),
+                       "reference_training_digits": summary([float(o) for o in overlap])}
+    print("GPU-table baselines:", table_baselines["data_vs_data"]["mean"], table_baselines["training_digits_vs_reference"]["mean"], flush=True)
+
+    # 2. a reference disjoint from training
+    n = test.shape[0]
+    base = []
+    for k in range(splits):
+        pick = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(300 + k))[:n]
+        base.append(fd(f_train[pick], f_test))
+    noise = fd(features(torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))), f_test)
+
+    # 4. nearest neighbours in pixel space
+    flat_train = train.flatten(1)
+
+    def nn_dist(x):
+        return torch.cdist(x.flatten(1).clamp(-1, 1).double(), flat_train.double()).min(1).values
+
+    d_test = nn_dist(test)
+    q = lambda d, p: float(torch.quantile(d, p))
+    copy_radius = q(d_test, 0.01)                         # 1% of test digits are this close to a training digit
+
+    def nn_summary(d):
+        return {"median": round(q(d, 0.5), 3), "p05": round(q(d, 0.05), 3), "min": round(float(d.min()), 3),
+                "frac_below_test_p01": round(float((d < copy_radius).double().mean()), 4)}
+
+    # 3. samplers
+    rows = []
+    cfgs = [("ddim", S, sp_) for sp_ in ("trailing", "leading") for S in QUALITY_STEPS] + [("ddpm", 1000, "all")]
+    for kind, S, spacing in cfgs:
+        seeds = args.quality_seeds if kind == "ddim" else 1
+        dists, nns, secs = [], [], []
+        for seed in range(seeds):
+            x_T = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(2000 + seed))
+            g = torch.Generator().manual_seed(seed)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                if kind == "ddpm":
+                    x = ddpm.sample_ddpm(model, s, x_T.shape, generator=g, variance="large", x_T=x_T, progress=False)
+                else:
+                    x = ddpm.sample_ddim(model, s, x_T.shape, steps=S, eta=0.0, spacing=spacing, x_T=x_T, progress=False)
+            secs.append(time.perf_counter() - t0)
+            dists.append(fd(features(x.float()), f_test))
+            nns.append(nn_dist(x))
+        row = {"sampler": kind, "steps": S, "spacing": spacing, "eta": 0.0 if kind == "ddim" else None,
+               "label": f"DDIM eta=0 S={S} {spacing}" if kind == "ddim" else "DDPM sigma^2=beta S=1000",
+               "runs": seeds, "frechet": summary(dists) if seeds > 1 else {"mean": round(dists[0], 3), "values": [round(dists[0], 3)]},
+               "nn": nn_summary(torch.cat(nns)), "seconds": round(statistics.median(secs), 2)}
+        rows.append(row)
+        print(row["label"], row["frechet"]["mean"], row["nn"]["median"], row["seconds"], flush=True)
+
+    result = {
+        "what": "Digits Frechet distances against a reference disjoint from training, and a nearest-neighbour copy check",
+        "script": "benchmarks/book_digits.py --quality",
+        "args": {k: v for k, v in vars(args).items()},
+        "machine": machine(torch.device("cpu")),
+        "checkpoint_step": ck.step,
+        "train_digits": int(train.shape[0]), "test_digits": int(n), "all_digits": int(alld.shape[0]),
+        "table_baselines": table_baselines,
+        "disjoint": {"n": n, "splits": splits, "training_digits_vs_test": summary(base), "noise_vs_test": round(noise, 3),
+                     "nn_test_digits": nn_summary(d_test), "copy_radius_test_p01": round(copy_radius, 3)},
+        "rows": rows,
+    }
+    (out / "digits_quality.json").write_text(json.dumps(result, indent=1) + "\n")
+    print("wrote", out / "digits_quality.json")
     return 0
 
 
