@@ -3,7 +3,7 @@ PYTHON ?= python3
 PORT ?= 8000
 BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _config.yml _toc.yml $(wildcard ddpm/*.py ddpm/nets/*.py) $(wildcard scripts/site_fixes.py scripts/site_static/*)
 
-.PHONY: install system-deps book cheatsheet test test-fast serve clean
+.PHONY: install system-deps book cheatsheet test test-fast serve clean coursework grade
 
 # Debian packages: headless Chromium + driver for the browser tests and the cheat sheet's PDF, Node.js to typeset
 # the maths when the site is built, poppler-utils (pdfinfo) for the PDF test, Fashion-MNIST for the data tests.
@@ -41,3 +41,15 @@ serve:
 
 clean:
 	rm -rf _build
+
+# Coursework (README "For instructors"): student and instructor editions and the grader, from the chapters.
+SEED ?= 0
+COURSEWORK := $(if $(filter-out 0,$(SEED)),_build/coursework-seed$(SEED),_build/coursework)
+coursework: install
+	$(PYTHON) -m coursework.build --seed $(SEED)
+
+# make grade SUBMISSION=<notebook or folder> [SEED=n]: grades offline, prints per exercise and 'score: P/M'.
+grade: install
+	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<notebook or folder> [SEED=n]" >&2; exit 2; }
+	@test -f $(COURSEWORK)/grader/manifest.json || $(PYTHON) -m coursework.build --seed $(SEED)
+	$(PYTHON) -m coursework.grade "$(SUBMISSION)" --grader $(COURSEWORK)/grader --report $(COURSEWORK)/grade-report.json

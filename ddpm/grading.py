@@ -50,10 +50,20 @@ def pick(variant: int, key: str, choices: Sequence[Any]) -> Any:
     return choices[rng.randrange(len(choices))]
 
 
+def _round(v: Any) -> Any:
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
+    if isinstance(v, list):
+        return [_round(u) for u in v]
+    return v
+
+
 def _short(x: Any, limit: int = 200) -> str:
     if isinstance(x, torch.Tensor):
         x = x.detach()
-        s = f"tensor of shape {tuple(x.shape)}" if x.numel() > 8 else repr(x.tolist())
+        s = f"tensor of shape {tuple(x.shape)}" if x.numel() > 8 else repr(_round(x.tolist()))
+    elif isinstance(x, float):
+        s = f"{x:.6g}"
     else:
         s = repr(x) if not hasattr(x, "free_symbols") else str(x)
     return s if len(s) <= limit else s[: limit - 3] + "..."

@@ -1,0 +1,120 @@
+"""Reading the exercise markup of a chapter notebook (see ``coursework/README.md``).
+
+An exercise is a run of tagged cells that share the metadata ``"exercise": "<id>"``: one
+``exercise-stub`` (the student's starting cell), one or more ``exercise-solution`` cells inside a gated
+``{solution-start}`` / ``{solution-end}`` dropdown, and one ``exercise-check``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+STUB, SOLUTION, CHECK, PARAMS = "exercise-stub", "exercise-solution", "exercise-check", "coursework-parameters"
+_SOL_START = re.compile(r"^\s*[:`]{3,}\s*\{solution-start\}", re.M)
+_SOL_END = re.compile(r"^\s*[:`]{3,}\s*\{solution-end\}", re.M)
+_VARIANT = re.compile(r"^VARIANT\s*=\s*-?\d+\s*$", re.M)
+
+
+class MarkupError(ValueError):
+    """A chapter's exercise cells do not follow the convention of ``coursework/README.md``."""
+
+
+def source(cell) -> str:
+    s = cell.get("source", "")
+    return "".join(s) if isinstance(s, list) else s
+
+
+def tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def exercise_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("exercise")
+
+
+def is_solution_start(cell) -> bool:
+    return cell.get("cell_type") == "markdown" and bool(_SOL_START.search(source(cell)))
+
+
+def is_solution_end(cell) -> bool:
+    return cell.get("cell_type") == "markdown" and bool(_SOL_END.search(source(cell)))
+
+
+@dataclass
+class Exercise:
+    id: str
+    stub: int  # cell indices in the master notebook
+    solutions: list[int] = field(default_factory=list)
+    check: int | None = None
+    gate: tuple[int, int] | None = None  # solution-start, solution-end cells
+
+
+def parameters_cell(cells) -> int:
+    """Index of the one ``coursework-parameters`` cell (``VARIANT = 0``)."""
+    found = [i for i, c in enumerate(cells) if PARAMS in tags(c)]
+    if len(found) != 1:
+        raise MarkupError(f"expected one cell tagged {PARAMS!r}, found {len(found)}")
+    if not _VARIANT.search(source(cells[found[0]])):
+        raise MarkupError(f"the {PARAMS!r} cell must contain a line 'VARIANT = 0'")
+    return found[0]
+
+
+def exercises(cells) -> list[Exercise]:
+    """The exercises of a master notebook, in order; ``MarkupError`` names what is malformed."""
+    out: dict[str, Exercise] = {}
+    order: list[str] = []
+    open_gate: int | None = None
+    for i, c in enumerate(cells):
+        if is_solution_start(c):
+            if open_gate is not None:
+                raise MarkupError(f"cell {i}: a solution-start inside another solution (opened at cell {open_gate})")
+            open_gate = i
+            continue
+        if is_solution_end(c):
+            if open_gate is None:
+                raise MarkupError(f"cell {i}: solution-end without solution-start")
+            owners = {exercise_id(cells[j]) for j in range(open_gate + 1, i) if SOLUTION in tags(cells[j])}
+            if len(owners) != 1:
+                raise MarkupError(f"cells {open_gate}-{i}: a solution dropdown must hold the solution cells of exactly one exercise, found {sorted(map(str, owners))}")
+            out[owners.pop()].gate = (open_gate, i)
+            open_gate = None
+            continue
+        t = tags(c)
+        kinds = [k for k in (STUB, SOLUTION, CHECK) if k in t]
+        if not kinds:
+            continue
+        if len(kinds) > 1 or c.get("cell_type") != "code":
+            raise MarkupError(f"cell {i}: a code cell carries one of {STUB}, {SOLUTION}, {CHECK}; got tags {t}")
+        eid = exercise_id(c)
+        if not eid:
+            raise MarkupError(f"cell {i}: tagged {kinds[0]} but has no metadata 'exercise'")
+        kind = kinds[0]
+        if kind == STUB:
+            if eid in out:
+                raise MarkupError(f"cell {i}: exercise {eid!r} has a second starting cell")
+            out[eid] = Exercise(eid, stub=i)
+            order.append(eid)
+            continue
+        if eid not in out:
+            raise MarkupError(f"cell {i}: {kind} of {eid!r} comes before its starting cell")
+        ex = out[eid]
+        if kind == SOLUTION:
+            if open_gate is None:
+                raise MarkupError(f"cell {i}: solution of {eid!r} is not inside a solution-start/solution-end dropdown")
+            ex.solutions.append(i)
+        else:
+            if ex.check is not None:
+                raise MarkupError(f"cell {i}: exercise {eid!r} has a second check cell")
+            ex.check = i
+    if open_gate is not None:
+        raise MarkupError(f"cell {open_gate}: solution-start is never closed")
+    for eid in order:
+        ex = out[eid]
+        if not ex.solutions or ex.gate is None:
+            raise MarkupError(f"exercise {eid!r} has no solution cell in a dropdown")
+        if ex.check is None:
+            raise MarkupError(f"exercise {eid!r} has no check cell")
+        if not (ex.stub < ex.gate[0] and ex.gate[1] < ex.check):
+            raise MarkupError(f"exercise {eid!r}: the order must be starting cell, solution dropdown, check")
+    return [out[e] for e in order]
