@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 import ddpm
-from ddpm.classifier import confident_fraction
+from ddpm.features import confident_fraction
 from ddpm.cli import save_figure
 from ddpm.metrics import distance_report
 

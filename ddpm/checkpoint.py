@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import re
 import warnings
 from dataclasses import dataclass, field
