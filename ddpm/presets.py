@@ -40,9 +40,10 @@ DEFAULTS = {
     "cifar10": dict(model="unet-ddpm-cifar10", batch_size=128, lr=2e-4, warmup=5000),
 }
 
-# U-Net fields that may be set from the command line (``--channels``, ``--channel-mults``, ...).
-UNET_FLAGS = ("channels", "channel_mults", "num_res_blocks", "attn_resolutions", "dropout", "groups", "heads")
-MLP_FLAGS = ("hidden", "layers")
+# Model config fields that may be set from the command line, with their flags.
+UNET_FLAGS = {"channels": "--channels", "channel_mults": "--channel-mult", "num_res_blocks": "--res-blocks",
+              "attn_resolutions": "--attention-resolutions", "dropout": "--dropout", "groups": "--groups", "heads": "--heads"}
+MLP_FLAGS = {"hidden": "--hidden", "layers": "--layers"}
 
 
 def defaults_for(data_name: str, item_shape: tuple) -> dict:
@@ -104,8 +105,8 @@ def build_model(name: str, item_shape: tuple, seed: int, **arch) -> nn.Module:
     allowed = MLP_FLAGS if name == "mlp" else UNET_FLAGS
     wrong = sorted(set(arch) - set(allowed))
     if wrong:
-        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
-        raise ValueError(f"{flags} do(es) not apply to --model {name}; it takes {', '.join('--' + a.replace('_', '-') for a in allowed)}")
+        flags = {**UNET_FLAGS, **MLP_FLAGS}
+        raise ValueError(f"{', '.join(flags.get(w, w) for w in wrong)} not for --model {name}; it takes {', '.join(allowed.values())}")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if name == "mlp":
