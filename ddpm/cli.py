@@ -99,10 +99,10 @@ def _arch(a) -> dict:
 
 def _data_spec(a) -> dict:
     """What the checkpoint stores about the data: a user's file as an absolute path."""
-    from .data import DATASETS
+    from .data import is_file_spec
 
     data = a.data
-    if data not in DATASETS:
+    if is_file_spec(data):
         data = str(Path(data).expanduser().resolve())
     data_dir = str(Path(a.data_dir).expanduser().resolve()) if getattr(a, "data_dir", None) else None
     return {"data": data, "data_dir": data_dir, "n": getattr(a, "n", None), "data_seed": getattr(a, "seed", 0) + 1}
@@ -136,7 +136,7 @@ def _refuse_changes(a, ck, stored: dict) -> None:
         if isinstance(old, (list, tuple)):
             old = tuple(old)
         if old != v:
-            raise CLIError(f"the run's model has {k}={old!r} (stored in {ck.path}); it cannot change on --resume")
+            raise CLIError(f"the run's model config has {k}={old!r} (stored in {ck.path}), not {v!r}; it cannot change on --resume")
     old_cfg = ck.config if not isinstance(ck.config, dict) else None
     for k, v in train_config_fields(a).items():
         if k not in _RESUMABLE_CHANGES and old_cfg is not None and getattr(old_cfg, k) != v:
@@ -446,7 +446,10 @@ def _parser() -> OneLineParser:
 
 
 def main(argv=None) -> int:
-    a = _parser().parse_args(argv)
+    try:
+        a = _parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a one-line usage error already printed
+        return e.code if isinstance(e.code, int) else 2
     try:
         return a.func(a)
     except KeyboardInterrupt:

@@ -45,17 +45,18 @@ def int_at_least(low: int):
     return parse
 
 
-def finite_float(low: float | None = None, high: float | None = None, *, low_open: bool = False):
-    """A float parser: finite, and in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+def finite_float(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False):
+    """A float parser: finite, and in ``[low, high]`` (open ends with ``low_open``/``high_open``)."""
     lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
-    rng = f" in {lo}, {'inf)' if high is None else f'{high:g}]'}" if low is not None else ""
+    hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+    rng = f" in {lo}, {hi}" if low is not None else ""
 
     def parse(s: str) -> float:
         try:
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be a number{rng}, got {s!r}") from None
-        bad = not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low)) or (high is not None and v > high)
+        bad = not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low)) or (high is not None and (v >= high if high_open else v > high))
         if bad:
             raise argparse.ArgumentTypeError(f"must be a finite number{rng}, got {s}")
         return v
@@ -79,7 +80,7 @@ def int_list(s: str) -> tuple[int, ...]:
 # Lower bounds of TrainConfig's numeric fields on the command line (its __post_init__ checks them again).
 _FIELD_TYPES = {
     "int": lambda name: int_at_least(0 if name in ("warmup", "seed", "checkpoint_every", "keep_checkpoints") else 1),
-    "float": lambda name: finite_float(0.0, None, low_open=name == "lr") if name != "ema_decay" else finite_float(0.0, 0.999999999),
+    "float": lambda name: finite_float(0.0, None, low_open=name == "lr") if name != "ema_decay" else finite_float(0.0, 1.0, high_open=True),
     "str": lambda name: str,
 }
 # Fields whose default depends on the data set (presets.DEFAULTS), not on the dataclass.
