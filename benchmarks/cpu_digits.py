@@ -33,7 +33,7 @@ import torch
 
 import ddpm
 from ddpm.features import confident_fraction
-from ddpm.cli import save_figure
+from ddpm.plotting import save_figure
 from ddpm.metrics import distance_report
 
 HERE = Path(__file__).resolve().parent

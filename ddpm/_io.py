@@ -37,6 +37,11 @@ def atomic_write(path, write: Callable[[object], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno is None or e.filename == str(path):
+            raise
+        # A full disk or a permission error names the file the user asked for, not the temporary one.
+        raise OSError(e.errno, e.strerror, str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
