@@ -54,9 +54,10 @@ def defaults_for(data_name: str, item_shape: tuple) -> dict:
 
 
 def class_name(model: nn.Module) -> str:
-    """The registry name of ``model``'s class; ``ValueError`` for a class the registry does not hold."""
+    """The registry name of ``model``'s class (a subclass is saved as its registry base: the
+    checkpoint holds that network's weights); ``ValueError`` for any other class."""
     for name, (cls, _) in MODEL_CLASSES.items():
-        if type(model) is cls:
+        if isinstance(model, cls):
             return name
     raise ValueError(f"{type(model).__name__} is not one of the package's models ({', '.join(MODEL_CLASSES)}); "
                      "a checkpoint can only rebuild those")
