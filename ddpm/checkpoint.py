@@ -206,7 +206,7 @@ def read_payload(path) -> dict:
     if err is not None:
         e = err  # noqa: BLE001 - a damaged zip or pickle: one line naming the file
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        why = lines[-1][:200] if lines else type(e).__name__
+        why = lines[-1].split(". ")[0][:120] if lines else type(e).__name__  # torch's first sentence says it
         raise ValueError(f"{path} is truncated, corrupted or not a ddpm checkpoint (torch.load: {why})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ddpm checkpoint (no format={FORMAT!r} entry)")

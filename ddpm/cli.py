@@ -191,8 +191,12 @@ def cmd_train(a) -> int:
         meta = {**spec, "model": model_name, "schedule": sname}
     threads = _set_threads(a, model)
     out.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import CheckpointWarning
+
     try:
-        r = train(model, schedule, data, config, out_dir=out, progress=not a.no_progress, resume=a.resume, meta=meta)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CheckpointWarning)  # a skipped damaged file was reported above
+            r = train(model, schedule, data, config, out_dir=out, progress=not a.no_progress, resume=a.resume, meta=meta)
     except KeyboardInterrupt:
         last = list_checkpoints(out)
         kept = f"the last checkpoint is {last[-1][1]}; add --resume to continue" if last else "no checkpoint was written yet"
