@@ -222,3 +222,11 @@ def test_kill_9_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(t
         assert torch.equal(st["exp_avg_sq"], b["optimizer"]["state"][i]["exp_avg_sq"])
     assert a["losses"] == b["losses"] and len(a["losses"]) == 300
     assert torch.equal(a["rng"]["generator"], b["rng"]["generator"])
+
+
+def test_the_books_shipped_checkpoint_is_in_the_current_format():
+    path = Path(__file__).resolve().parents[1] / "book" / "data" / "digits_unet.pt"
+    d = torch.load(path, weights_only=True)
+    assert d["format"] == "ddpm-checkpoint" and d["model_class"] == "UNet" and d["sha256"] == payload_digest(d)
+    ck = load_checkpoint(path)
+    assert ck.data == "digits" and ck.model.config.image_size == 8

@@ -139,3 +139,17 @@ def test_train_flags_are_generated_from_trainconfig(capsys):
         assert "--" + f.name.replace("_", "-") in text, f.name
     assert "1 for a model under 2M parameters" in text  # the thread policy is said
     assert "AdamW learning rate" in text  # help from the field's comment
+
+
+def test_nan_samples_write_no_figure_and_no_array(tmp_path):
+    from ddpm.plotting import save_array, save_figure
+
+    x = torch.zeros(4, 2)
+    x[1, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="1 of 8 values"):
+        save_figure(x, tmp_path / "s.png")
+    with pytest.raises(FloatingPointError):
+        save_array(x, tmp_path / "s.npy")
+    assert list(tmp_path.iterdir()) == []
+    save_figure(torch.zeros(4, 1, 8, 8), tmp_path / "ok.png")
+    assert (tmp_path / "ok.png").read_bytes()[:4] == b"\x89PNG"
