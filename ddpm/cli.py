@@ -38,7 +38,7 @@ from .cli_args import (
     train_config_fields,
 )
 from .config import _RESUMABLE_CHANGES
-from .presets import MLP_FLAGS, MODELS, UNET_FLAGS, build_model, defaults_for, model_from_config
+from .presets import DEFAULTS, MLP_FLAGS, MODELS, UNET_FLAGS, build_model, defaults_for, model_from_config
 
 SCHEDULES = ("linear", "cosine")
 # Threads: one for a small model, all cores for a large one. Measured for the moons MLP (150 steps,
@@ -411,7 +411,7 @@ def _parser() -> OneLineParser:
     m.add_argument("--heads", type=int_at_least(1), default=S, help="U-Net: attention heads")
     m.add_argument("--T", type=int_at_least(2), default=S, help="diffusion steps T (default 1000)")
     m.add_argument("--schedule", default=S, choices=list(SCHEDULES), help="noise schedule (default linear)")
-    add_train_config_flags(t)
+    add_train_config_flags(t, {{"toy": "points", "image": "other images"}.get(k, k): v for k, v in DEFAULTS.items()})
     common(t, device=False)
     t.set_defaults(func=cmd_train)
 

@@ -102,16 +102,17 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_train_config_flags(p: argparse.ArgumentParser) -> None:
+def add_train_config_flags(p: argparse.ArgumentParser, per_data: dict | None = None) -> None:
     """One flag per :class:`TrainConfig` field (bools as ``--x/--no-x``); every default is
-    ``SUPPRESS`` so the command knows which flags were given (for ``--resume``)."""
+    ``SUPPRESS`` so the command knows which flags were given (for ``--resume``). ``per_data``: the
+    per data set defaults of the :data:`PER_DATA` fields (``{data set: {field: value}}``), for the help."""
     notes = field_comments(TrainConfig)
     g = p.add_argument_group("training (ddpm.TrainConfig)")
     for f in dataclasses.fields(TrainConfig):
         kind = str(f.type).replace(" ", "")
         help_ = notes.get(f.name, "").replace("%", "%%")
-        if f.name in PER_DATA:
-            help_ += " (default: per data set, see --model)"
+        if f.name in PER_DATA and per_data:
+            help_ += " (default per data set: " + ", ".join(f"{k} {v[f.name]:g}" for k, v in per_data.items()) + ")"
         elif f.default is not dataclasses.MISSING:
             help_ += f" (default: {f.default})"
         if kind == "bool":
