@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 import ddpm
-from ddpm.classifier import confident_fraction
-from ddpm.cli import save_figure
+from ddpm.features import confident_fraction
+from ddpm.plotting import save_figure
 from ddpm.metrics import distance_report
 
 HERE = Path(__file__).resolve().parent

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         C.load_classifier.cache_clear()
     res["classifier_sha256"] = hashlib.sha256(wp.read_bytes()).hexdigest()
     torch.set_num_threads(16)
-    from ddpm.classifier import features
+    from ddpm.features import features
     from ddpm.metrics import frechet_distance_features
 
     f_test = features(xte, "fashion-mnist")

@@ -1,398 +1,479 @@
 """The command line: ``python -m ddpm {train,sample,evaluate,train-classifier}``.
 
     python -m ddpm train --data moons --steps 3000 --seed 0 --out runs/moons
-    python -m ddpm train --data moons --steps 3000 --seed 0 --out runs/moons --resume
+    python -m ddpm train --out runs/moons --resume --steps 6000
     python -m ddpm sample --checkpoint runs/moons --sampler ddim --steps 50 --eta 0 -n 1000 --seed 0 --out samples.png
     python -m ddpm evaluate --checkpoint runs/moons --sampler ddim --steps 50 -n 1000 --json
 
-Set DDPM_DEBUG=1 to see full tracebacks.
-
-Bad input (unknown data set, steps > T, a missing, corrupted or mismatched checkpoint, a CUDA
-request without CUDA, a NaN loss) prints one line ``error: ...`` on stderr and exits with code 2.
+Every flag is checked before any work starts. Bad input (a value out of range, a flag that does
+not apply, a missing, corrupted or mismatched checkpoint, a file where a folder is expected, a full
+disk, NaN samples) prints one line ``error: ...`` on stderr and exits with code 2; set
+``DDPM_DEBUG=1`` to see the traceback instead. Figures and sample arrays are written atomically.
+The pieces live in :mod:`ddpm.cli_args` (parser), :mod:`ddpm.presets` (models),
+:mod:`ddpm.sampling` (sampler policy) and :mod:`ddpm.plotting` (figures).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-# --model choices -> (kind, U-Net preset or None)
-MODELS = {
-    "mlp": None,
-    "unet-digits": "digits",
-    "unet-fashion-mnist": "fashion-mnist",
-    "unet-ddpm-cifar10": "ddpm-cifar10",
-}
+from .cli_args import (
+    PER_DATA,
+    SUPPRESS,
+    CLIError,
+    OneLineParser,
+    add_train_config_flags,
+    finite_float,
+    flag,
+    int_at_least,
+    int_list,
+    make_train_config,
+    train_config_fields,
+)
+from .config import _RESUMABLE_CHANGES
+from .presets import DEFAULTS, MLP_FLAGS, MODELS, UNET_FLAGS, build_model, defaults_for, model_from_config
 
-# Per data set defaults: model, batch size, learning rate, warm-up. Toys: the small MLP at lr 1e-3;
-# images: the matching U-Net preset (DDPM used lr 2e-4 and batch 128 for CIFAR-10; the small digits
-# U-Net trains faster at 1e-3 on a CPU, see benchmarks/README.md).
-DEFAULTS = {
-    "toy": dict(model="mlp", batch_size=256, lr=1e-3, warmup=100),
-    "digits": dict(model="unet-digits", batch_size=128, lr=1e-3, warmup=200),
-    "fashion-mnist": dict(model="unet-fashion-mnist", batch_size=128, lr=2e-4, warmup=1000),
-    "mnist": dict(model="unet-fashion-mnist", batch_size=128, lr=2e-4, warmup=1000),
-    "cifar10": dict(model="unet-ddpm-cifar10", batch_size=128, lr=2e-4, warmup=5000),
-}
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
-def _defaults(data: str) -> dict:
-    from .data import TOYS
-
-    if data in TOYS:
-        return DEFAULTS["toy"]
-    return DEFAULTS.get(data, DEFAULTS["toy"])
+SCHEDULES = ("linear", "cosine")
+# Threads: one for a small model, all cores for a large one. Measured for the moons MLP (150 steps,
+# batch 256) on a 2-core machine shared with other jobs: 1 thread 14.0 and 2.2 steps/s, 2 threads
+# 0.25 and 0.25 steps/s: a second thread that has to wait for a busy core stalls every step.
+SMALL_MODEL_PARAMS = 2_000_000
+PACKAGE_DIR = Path(__file__).resolve().parent
+# U-Net flag -> UNetConfig field
+UNET_FLAG_NAMES = {fl.lstrip("-").replace("-", "_"): fd for fd, fl in UNET_FLAGS.items()}  # dest -> field
 
 
-def _schedule(name: str, T: int):
-    from .schedule import Schedule
-
-    if name == "linear":
-        return Schedule.linear(T)
-    if name == "cosine":
-        return Schedule.cosine(T)
-    raise ValueError(f"--schedule must be 'linear' or 'cosine', got {name!r}")
+def _given(a, name) -> bool:
+    return hasattr(a, name)
 
 
-def build_model(name: str, data: torch.Tensor, seed: int, hidden: int | None = None, layers: int | None = None):
-    """The model ``name`` (a ``--model`` choice) for data of ``data``'s shape, initialised from ``seed``."""
-    from .nets import MLP, MLPConfig, UNet, UNetConfig
+def _set_threads(a, model) -> int:
+    """``--threads`` if given, else 1 for a small model and all cores for a large one."""
+    if _given(a, "threads"):
+        n = a.threads
+    else:
+        params = sum(p.numel() for p in model.parameters())
+        n = 1 if params < SMALL_MODEL_PARAMS else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
 
-    if name not in MODELS:
-        raise ValueError(f"unknown --model {name!r}; choose one of {', '.join(MODELS)}")
-    item = tuple(data.shape[1:])
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        if MODELS[name] is None:
-            if len(item) != 1:
-                raise ValueError(f"--model mlp is for flat (N, d) data; this data has items of shape {item}: use a U-Net")
-            kw = {k: v for k, v in (("hidden", hidden), ("layers", layers)) if v is not None}
-            return MLP(MLPConfig(dim=item[0], **kw))
-        cfg = UNetConfig.preset(MODELS[name])
-        want = (cfg.in_channels, cfg.image_size, cfg.image_size)
-        if item != want:
-            raise ValueError(f"--model {name} takes images of shape {want}; this data has {item}")
-        return UNet(cfg)
+
+def _writable_dir(folder: Path, what: str) -> None:
+    """Check, before any work, that ``folder`` is (or can be made) a folder we may write into.
+    Nothing is created here; the writer creates the folder when it first saves."""
+    folder = folder.expanduser()
+    if PACKAGE_DIR in [folder.resolve(), *folder.resolve().parents]:
+        raise CLIError(f"{what} {folder} is inside the installed ddpm package; choose a folder of your own")
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"{what} {folder}: {parent} is a file; a folder is expected there")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(13, "folder is not writable", str(parent))
+            return
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _resolve_device(name: str):
+    from .train import resolve_device
+
+    return resolve_device(name)
 
 
 # ---------------------------------------------------------------------------- train
-def cmd_train(a) -> int:
-    from .data import load_dataset
-    from .train import TrainConfig, train
+def _arch(a) -> dict:
+    """The model flags given: MLP fields and U-Net fields (by UNetConfig name)."""
+    arch = {k: getattr(a, k) for k in MLP_FLAGS if _given(a, k)}
+    arch.update({UNET_FLAG_NAMES[k]: getattr(a, k) for k in UNET_FLAG_NAMES if _given(a, k)})
+    return arch
 
-    d = _defaults(a.data)
-    data = load_dataset(a.data, n=a.n, data_dir=a.data_dir, generator=torch.Generator().manual_seed(a.seed + 1))
-    model_name = a.model or d["model"]
-    model = build_model(model_name, data, a.seed, a.hidden, a.layers)
-    schedule = _schedule(a.schedule, a.T)
-    config = TrainConfig(
-        steps=a.steps,
-        batch_size=a.batch_size or d["batch_size"],
-        lr=a.lr or d["lr"],
-        warmup=a.warmup if a.warmup is not None else d["warmup"],
-        ema_decay=a.ema_decay,
-        grad_clip=a.grad_clip,
-        seed=a.seed,
-        checkpoint_every=a.checkpoint_every,
-        device=a.device,
-        bf16=a.bf16,
-        compile=a.compile,
-        compile_mode=a.compile_mode,
-        channels_last=a.channels_last,
-        log_every=a.log_every,
-    )
+
+def _data_spec(a) -> dict:
+    """What the checkpoint stores about the data: a user's file as an absolute path."""
+    from .data import is_file_spec
+
+    data = a.data
+    if is_file_spec(data):
+        data = str(Path(data).expanduser().resolve())
+    data_dir = str(Path(a.data_dir).expanduser().resolve()) if getattr(a, "data_dir", None) else None
+    return {"data": data, "data_dir": data_dir, "n": getattr(a, "n", None), "data_seed": getattr(a, "seed", 0) + 1}
+
+
+def _load_data(spec: dict):
+    from .data import load_dataset
+
+    return load_dataset(spec["data"], n=spec.get("n"), data_dir=spec.get("data_dir"),
+                        generator=torch.Generator().manual_seed(spec.get("data_seed", 1)))
+
+
+def _refuse_changes(a, ck, stored: dict) -> None:
+    """A resumed run keeps its settings: a flag that would change them is refused."""
+    checks = {"data": stored.get("data"), "data_dir": stored.get("data_dir"), "n": stored.get("n"),
+              "model": stored.get("model"), "schedule": stored.get("schedule"), "T": ck.schedule.T}
+    for name, old in checks.items():
+        if _given(a, name):
+            new = getattr(a, name)
+            if name == "data":
+                new = _data_spec(a)["data"]
+            elif name == "data_dir" and new is not None:
+                new = str(Path(new).expanduser().resolve())
+            if old is not None and new != old:
+                raise CLIError(f"{flag(name)} {getattr(a, name)} differs from the run's {old} (stored in {ck.path}); "
+                               "a resumed run keeps its settings: drop the flag, or train into another --out")
+    arch = _arch(a)
+    cfg = ck.payload["model_config"]
+    for k, v in arch.items():
+        old = cfg.get(k)
+        if isinstance(old, (list, tuple)):
+            old = tuple(old)
+        if old != v:
+            raise CLIError(f"the run's model config has {k}={old!r} (stored in {ck.path}), not {v!r}; it cannot change on --resume")
+    old_cfg = ck.config if not isinstance(ck.config, dict) else None
+    for k, v in train_config_fields(a).items():
+        if k not in _RESUMABLE_CHANGES and old_cfg is not None and getattr(old_cfg, k) != v:
+            raise CLIError(f"{flag(k)} {v} differs from the run's {getattr(old_cfg, k)} (stored in {ck.path}); "
+                           f"only {', '.join(flag(x) for x in sorted(_RESUMABLE_CHANGES))} may change on --resume")
+
+
+def cmd_train(a) -> int:
+    from .checkpoint import list_checkpoints, load_checkpoint
+    from .schedule import Schedule
+    from .train import train
+
     out = Path(a.out)
-    if not a.resume and out.is_dir() and any(out.glob("ckpt-*.pt")):
-        raise CLIError(f"{out} already holds checkpoints: add --resume to continue that run, or choose another --out")
-    meta = {"data": a.data, "data_dir": a.data_dir, "n": a.n, "model": model_name, "schedule": a.schedule}
-    r = train(model, schedule, data, config, out_dir=out, progress=not a.no_progress, resume=a.resume, meta=meta)
+    _writable_dir(out, "--out")
+    has_ckpt = bool(list_checkpoints(out))
+    if a.resume and has_ckpt:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the training loop reports a skipped file itself
+            ck = load_checkpoint(out, report=_warn)
+        stored = dict(ck.meta)
+        if "data" not in stored:
+            raise CLIError(f"{ck.path} does not record its data set (not written by `python -m ddpm train`); resume it from Python")
+        _refuse_changes(a, ck, stored)
+        spec = {k: stored.get(k) for k in ("data", "data_dir", "n", "data_seed")}
+        data = _load_data(spec)
+        with torch.random.fork_rng():
+            torch.manual_seed(ck.config.seed if not isinstance(ck.config, dict) else 0)
+            model = model_from_config(ck.payload["model_class"], ck.payload["model_config"])
+        schedule = ck.schedule
+        base = dataclasses.asdict(ck.config) if not isinstance(ck.config, dict) else dict(ck.config)
+        config = make_train_config(**{**base, **train_config_fields(a)})
+        model_name, meta = stored.get("model", ck.payload["model_class"]), stored
+    else:
+        if has_ckpt:
+            raise CLIError(f"{out} already holds checkpoints: add --resume to continue that run, or choose another --out")
+        if not _given(a, "data"):
+            raise CLIError("--data is required (only --resume on a run folder with checkpoints reads it from the checkpoint)")
+        a.seed = getattr(a, "seed", 0)
+        spec = _data_spec(a)
+        data = _load_data(spec)
+        item = tuple(data.shape[1:])
+        d = defaults_for(a.data, item)
+        model_name = a.model if _given(a, "model") else d["model"]
+        model = build_model(model_name, item, a.seed, **_arch(a))
+        T = a.T if _given(a, "T") else 1000
+        sname = a.schedule if _given(a, "schedule") else "linear"
+        schedule = Schedule.linear(T) if sname == "linear" else Schedule.cosine(T)
+        fields = {k: d[k] for k in PER_DATA}
+        fields.update(train_config_fields(a))
+        config = make_train_config(**fields)
+        meta = {**spec, "model": model_name, "schedule": sname}
+    threads = _set_threads(a, model)
+    out.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import CheckpointWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CheckpointWarning)  # a skipped damaged file was reported above
+            r = train(model, schedule, data, config, out_dir=out, progress=not a.no_progress, resume=a.resume, meta=meta)
+    except KeyboardInterrupt:
+        last = list_checkpoints(out)
+        kept = f"the last checkpoint is {last[-1][1]}; add --resume to continue" if last else "no checkpoint was written yet"
+        print(f"error: interrupted; {kept}", file=sys.stderr)
+        return 130
     last = r.losses[-1] if r.losses else float("nan")
-    print(f"trained {model_name} on {a.data} to step {r.step} (resumed from {r.resumed_from}); "
-          f"final loss {last:.4f}; {r.steps_per_sec:.1f} steps/s; checkpoint {r.checkpoint}")
+    print(f"trained {model_name} on {meta['data']} to step {r.step} (resumed from {r.resumed_from}); "
+          f"final loss {last:.4f}; {r.steps_per_sec:.1f} steps/s on {threads} thread(s); checkpoint {r.checkpoint}")
     return 0
 
 
 # ---------------------------------------------------------------------------- sample / evaluate
 def _load(a):
     from .checkpoint import load_checkpoint
-    from .train import resolve_device
 
-    device = resolve_device(a.device)
-    ck = load_checkpoint(a.checkpoint, device=device)
-    return ck, device
-
-
-def _check_steps(sampler: str, steps, T: int) -> int:
-    if steps is None:
-        return 50 if sampler == "ddim" else T
-    if isinstance(steps, bool) or not 1 <= steps <= T:
-        raise ValueError(f"--steps must be in 1..T = 1..{T}, got {steps}")
-    return steps
+    device = _resolve_device(a.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ck = load_checkpoint(a.checkpoint, device=device, report=_warn)
+    steps, eta = _sampler_args(a, ck.schedule.T)
+    model = ck.model if a.raw_weights or ck.ema is None else ck.ema
+    _set_threads(a, model)
+    return ck, model, device, steps, eta
 
 
-def _draw(ck, device, sampler: str, steps: int, eta: float, n: int, seed: int, progress: bool, raw: bool = False, batch: int = 0,
-          fast: bool = False):
-    """n samples from the checkpoint's EMA (or raw) weights, in batches; CPU float32 tensor.
-    ``fast``: CUDA only, the network runs through :class:`ddpm.fast.FastEps` (bf16, CUDA graphs)."""
-    from .samplers import sample_ddim, sample_ddpm
+def _sampler_args(a, T):
+    from .sampling import check_sampler
 
-    if n < 1:
-        raise ValueError(f"-n must be >= 1, got {n}")
-    if eta < 0:
-        raise ValueError(f"--eta must be >= 0, got {eta}")
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"--sampler must be 'ddpm' or 'ddim', got {sampler!r}")
-    model = ck.model if raw or ck.ema is None else ck.ema
-    if fast:
-        if torch.device(device).type != "cuda":
-            raise ValueError("--fast needs CUDA (bf16 and CUDA graphs); drop it to sample on the CPU")
-        from .fast import FastEps
-
-        model = FastEps(model.to(device), channels_last=hasattr(model.config, "image_size"))
-    s = ck.schedule.to(device)
-    shape_item = _item_shape(ck)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    batch = batch or n
-    out = []
-    for i in range(0, n, batch):
-        shape = (min(batch, n - i), *shape_item)
-        if sampler == "ddpm" and steps == ck.schedule.T:
-            x = sample_ddpm(model, s, shape, generator=gen, progress=progress, device=device)
-        else:
-            # DDPM on a sub-sequence is DDIM with eta = 1 (Song et al. 2021, sec. 4.2).
-            x = sample_ddim(model, s, shape, steps=steps, eta=1.0 if sampler == "ddpm" else eta, generator=gen,
-                            progress=progress, device=device)
-        out.append(x.float().cpu())
-    return torch.cat(out)
+    return check_sampler(a.sampler, getattr(a, "steps", None), getattr(a, "eta", None), T)
 
 
-def _item_shape(ck) -> tuple:
-    c = ck.model.config
-    if hasattr(c, "image_size"):
-        return (c.in_channels, c.image_size, c.image_size)
-    return (c.dim,)
+def _draw(a, ck, model, device, steps, eta, n):
+    from .plotting import check_finite
+    from .sampling import draw
 
-
-def save_figure(x: torch.Tensor, path: Path, title: str = "") -> None:
-    """A scatter plot (2-D points) or an image grid (images in [-1, 1]) saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if x.dim() == 2:
-        fig, ax = plt.subplots(figsize=(5, 5))
-        pts = x[:, :2].numpy()
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.6)
-        ax.set_xlim(-1.6, 1.6)
-        ax.set_ylim(-1.6, 1.6)
-        ax.set_aspect("equal")
-    else:
-        k = min(x.shape[0], 100)
-        cols = math.ceil(math.sqrt(k))
-        rows = math.ceil(k / cols)
-        C, H, W = x.shape[1:]
-        grid = torch.ones(C, rows * (H + 1) + 1, cols * (W + 1) + 1)
-        img = ((x[:k].clamp(-1, 1) + 1) / 2)
-        for i in range(k):
-            r, c = divmod(i, cols)
-            grid[:, 1 + r * (H + 1) : 1 + r * (H + 1) + H, 1 + c * (W + 1) : 1 + c * (W + 1) + W] = img[i]
-        fig, ax = plt.subplots(figsize=(min(1 + cols * 0.6, 12), min(1 + rows * 0.6, 12)))
-        arr = grid.permute(1, 2, 0).numpy()
-        ax.imshow(arr[..., 0] if C == 1 else arr, cmap="gray" if C == 1 else None, vmin=0, vmax=1, interpolation="nearest")
-        ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    x = draw(model, ck.schedule, a.sampler, steps, eta, n, a.seed, device=device, progress=not a.no_progress,
+             batch=a.batch, fast=a.fast)
+    check_finite(x)
+    return x
 
 
 def cmd_sample(a) -> int:
-    ck, device = _load(a)
-    steps = _check_steps(a.sampler, a.steps, ck.schedule.T)
+    from .plotting import FIGURE_SUFFIXES, save_array, save_figure
+
     out = Path(a.out)
-    if out.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
-        raise ValueError(f"--out must be an image file (.png, .pdf, .svg, .jpg), got {out}")
-    x = _draw(ck, device, a.sampler, steps, a.eta, a.n, a.seed, not a.no_progress, a.raw_weights, a.batch, a.fast)
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise CLIError(f"--out must be an image file ({', '.join(FIGURE_SUFFIXES)}), got {out}")
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give an image file name")
+    _writable_dir(out.parent, "the folder of --out")
+    ck, model, device, steps, eta = _load(a)
+    try:
+        x = _draw(a, ck, model, device, steps, eta, a.n)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
     raw = out.with_suffix(".npy")
-    save_figure(x, out, f"{a.sampler}, {steps} steps, eta={a.eta if a.sampler == 'ddim' else 1}, step {ck.step}")
-    np.save(raw, x.numpy())
+    save_array(x, raw)
+    save_figure(x, out, f"{a.sampler}, {steps} steps, eta={eta:g}, step {ck.step}")
     print(f"wrote {out} and {raw} ({x.shape[0]} samples of shape {tuple(x.shape[1:])})")
     return 0
 
 
-def cmd_evaluate(a) -> int:
-    from .classifier import SHAPES, confident_fraction
-    from .data import TOYS, load_dataset
-    from .metrics import distance_report
+def _eval_data(a, ck):
+    """The data to compare with: --data (another path for the run's data) or the checkpoint's record."""
+    from .data import DATASETS, IMAGES, load_dataset
 
-    ck, device = _load(a)
-    steps = _check_steps(a.sampler, a.steps, ck.schedule.T)
-    name = ck.data
+    name = a.data if a.data is not None else ck.data
     if name is None:
-        raise ValueError(f"{ck.path} does not record its data set; it was not written by `python -m ddpm train`")
+        raise CLIError(f"{ck.path} does not record its data set; pass --data (a data set name or the file it was trained on)")
     data_dir = a.data_dir or ck.meta.get("data_dir")
     gen = torch.Generator().manual_seed(a.seed + 2)
+    from .toys import TOYS
+
     if name in TOYS:
         n = a.n or 1000
-        data = load_dataset(name, n=2 * n, generator=gen)
-    else:
-        split = "all" if name == "digits" else "train"
-        data = load_dataset(name, data_dir=data_dir, split=split)
-        n = a.n or min(1000, data.shape[0] // 2)
-        if 2 * n > data.shape[0]:
-            raise ValueError(f"-n {n} is too large: the {name} baseline needs 2 n data points and there are {data.shape[0]}; use -n {data.shape[0] // 2} or less")
-    x = _draw(ck, device, a.sampler, steps, a.eta, n, a.seed, not a.no_progress, a.raw_weights, a.batch, a.fast)
+        return name, load_dataset(name, n=2 * n, generator=gen), n
+    if name not in DATASETS and not Path(name).exists():
+        where = "--data" if a.data is not None else f"the run's data (recorded in {ck.path})"
+        raise FileNotFoundError(2, f"{where} is not there; pass --data with its new location", name)
+    kw = {"split": "all" if name == "digits" else "train"} if name in IMAGES else {}
+    data = load_dataset(name, data_dir=data_dir, **kw)
+    n = a.n or min(1000, data.shape[0] // 2)
+    if 2 * n > data.shape[0]:
+        raise CLIError(f"-n {n} is too large: the data-vs-data baseline needs 2 n items and there are {data.shape[0]}; use -n {data.shape[0] // 2} or less")
+    return name, data, n
+
+
+def _classifier_for(a, name):
+    """The classifier for the Frechet distance, or (None, note saying why there is none)."""
+    from .classifier import CONFIGS, SHIPPED, load_classifier, train_command
+
+    if a.classifier is not None:
+        return load_classifier(a.classifier), None
+    if name in SHIPPED:
+        return load_classifier(name), None
+    if name in CONFIGS:
+        return None, f"no classifier ships for {name}: train one with `{train_command(name)}` and pass --classifier classifiers"
+    return None, "no Frechet distance: a classifier needs labels, which a data file has none of (pass --classifier FILE to use one)"
+
+
+def cmd_evaluate(a) -> int:
+    from .features import confident_fraction
+    from .metrics import distance_report
+
+    ck, model, device, steps, eta = _load(a)
+    name, data, n = _eval_data(a, ck)
+    from .sampling import item_shape
+
+    if tuple(data.shape[1:]) != item_shape(model):
+        raise CLIError(f"the data have items of shape {tuple(data.shape[1:])}, the model makes {item_shape(model)}")
+    clf, note = (None, None) if data.dim() == 2 else _classifier_for(a, name)
+    if clf is not None and clf.item_shape != tuple(data.shape[1:]):
+        raise CLIError(f"the classifier {clf.source} takes images {clf.item_shape}, the data are {tuple(data.shape[1:])}")
+    x = _draw(a, ck, model, device, steps, eta, n)
     result = {"checkpoint": str(ck.path), "step": ck.step, "data": name, "sampler": a.sampler, "steps": steps,
-              "eta": a.eta if a.sampler == "ddim" else 1.0, "n": n, "metrics": {}}
-    if x.dim() == 2:
-        for metric in ("sliced_wasserstein", "energy"):
-            result["metrics"][metric] = distance_report(x, data, metric, generator=torch.Generator().manual_seed(a.seed + 3))
-    elif name in SHAPES:
-        result["metrics"]["frechet"] = distance_report(x, data, "frechet", generator=torch.Generator().manual_seed(a.seed + 3), dataset=name)
-        result["metrics"]["confident_fraction"] = confident_fraction(x, name, 0.9)
+              "eta": eta, "n": n, "metrics": {}}
+    gen = lambda k: torch.Generator().manual_seed(a.seed + k)  # noqa: E731
+    metrics = ("sliced_wasserstein", "energy") if x.dim() == 2 else ("sliced_wasserstein",)
+    for metric in metrics:  # images: in pixel space, defined for every data set
+        result["metrics"][metric] = distance_report(x, data, metric, generator=gen(3))
+    if clf is not None:
+        result["classifier"] = {"path": str(clf.source), "sha256": clf.sha256}
+        result["metrics"]["frechet"] = distance_report(x, data, "frechet", generator=gen(3), dataset=clf)
+        noise = torch.randn(x.shape, generator=gen(5))
+        ref = data[torch.randperm(data.shape[0], generator=gen(6))[:n]]
+        result["metrics"]["confident_fraction"] = {"distance": confident_fraction(x, clf), "baseline": confident_fraction(ref, clf),
+                                                   "noise": confident_fraction(noise, clf)}
+    if note:
+        result["note"] = note
     if a.bpd:
+        from .data import IMAGES, load_dataset
         from .losses import bits_per_dim
 
-        model = ck.ema if ck.ema is not None and not a.raw_weights else ck.model
         s = ck.schedule.to(device)
-        test = load_dataset(name, n=a.bpd, generator=torch.Generator().manual_seed(a.seed + 4), data_dir=data_dir,
-                            **({"split": "test"} if name not in TOYS else {}))
+        test = load_dataset(name, n=a.bpd, generator=gen(4), data_dir=a.data_dir or ck.meta.get("data_dir"),
+                            **({"split": "test"} if name in IMAGES else {}))
         with torch.no_grad():
             bpd = bits_per_dim(model, s, test.to(device), generator=torch.Generator(device=device).manual_seed(a.seed))
         result["metrics"]["bits_per_dim"] = {"mean": float(bpd.mean()), "n": int(test.shape[0])}
     if a.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"{ck.path} (step {ck.step}, {name}), {a.sampler} {steps} steps, n = {n}:")
-        for k, v in result["metrics"].items():
-            if isinstance(v, dict) and "distance" in v:
-                print(f"  {k:20s} {v['distance']:.5f}   (data vs data {v['baseline']:.5f}; noise vs data {v['noise']:.5f})")
-            elif isinstance(v, dict):
-                print(f"  {k:20s} {v['mean']:.4f}   (over {v['n']} held-out points)")
-            else:
-                print(f"  {k:20s} {v:.4f}")
+        return 0
+    print(f"{ck.path} (step {ck.step}, {name}), {a.sampler} {steps} steps, eta {eta:g}, n = {n}:")
+    if clf is not None:
+        print(f"  classifier {clf.source} (sha256 {clf.sha256[:12]})")
+    for k, v in result["metrics"].items():
+        if "baseline" in v:
+            label = "data" if k == "confident_fraction" else "data vs data"
+            print(f"  {k:20s} {v['distance']:.5f}   ({label} {v['baseline']:.5f}; noise {v['noise']:.5f})")
+        else:
+            print(f"  {k:20s} {v['mean']:.4f}   (over {v['n']} held-out points)")
+    if note:
+        print(f"  note: {note}")
     return 0
 
 
 def cmd_train_classifier(a) -> int:
-    from . import classifier
+    from .classifier import save_classifier
+    from .classifier_training import train_classifier
 
-    return classifier.main(["--data", a.data, "--seed", str(a.seed), "--threads", str(a.threads or 1)]
-                           + (["--epochs", str(a.epochs)] if a.epochs else []) + (["--data-dir", a.data_dir] if a.data_dir else [])
-                           + (["--out", a.out] if a.out else []))
+    out = Path(a.out)
+    _writable_dir(out, "--out")
+    torch.set_num_threads(getattr(a, "threads", 1))
+    model, report = train_classifier(a.data, a.epochs, a.seed, a.data_dir, progress=not a.no_progress)
+    report["command"] = report["command"].replace("FOLDER", str(out))
+    path = save_classifier(model, report, a.data, out)
+    from .classifier import load_classifier
+
+    clf = load_classifier(path)
+    print(f"test accuracy {report['test_accuracy']:.4f}; wrote {path} (sha256 {clf.sha256[:12]}); "
+          f"use it with: python -m ddpm evaluate --checkpoint RUN --classifier {out}")
+    return 0
 
 
 # ---------------------------------------------------------------------------- parser
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ddpm", description="Train, sample and evaluate DDPM/DDIM models.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _parser() -> OneLineParser:
+    from .classifier import CONFIGS
+    from .data import DATASETS
 
-    def common(q, device=True):
-        q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p = OneLineParser(prog="python -m ddpm", description="Train, sample and evaluate DDPM/DDIM models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    S = SUPPRESS
+
+    def common(q, device=True, threads_default="1 for a model under 2M parameters (the MLP), all cores for larger ones"):
+        q.add_argument("--threads", type=int_at_least(1), default=S,
+                       help=f"torch CPU threads (default: {threads_default}: more threads slow a small model down)")
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
         if device:
             q.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:N")
 
-    t = sub.add_parser("train", help="train a model; checkpoints go to --out")
-    t.add_argument("--data", required=True, help="moons, swissroll, 8gaussians, checkerboard, mixture, digits, fashion-mnist, mnist, cifar10, or a .npy/.npz/.csv file")
-    t.add_argument("--data-dir", default=None, help="folder with the mnist / fashion-mnist / cifar10 files")
-    t.add_argument("--n", type=int, default=None, help="toys: points drawn (default 10000); images: keep this many")
-    t.add_argument("--steps", type=int, default=3000)
-    t.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", help="train a model; checkpoints go to --out",
+                       description="Train a model. With --resume, the run's settings are read from its checkpoint.")
+    t.add_argument("--data", default=S, help=f"{', '.join(DATASETS)}, a .npy/.npz/.csv/.txt file (points (N, d); images (N, C, H, W), "
+                   "(N, H, W, C) or (N, H, W)) or a folder of PNG/JPEG images")
+    t.add_argument("--data-dir", default=S, help="folder with the mnist / fashion-mnist / cifar10 files")
+    t.add_argument("--n", type=int_at_least(1), default=S, help="toys: points drawn (default 10000); images: keep this many")
     t.add_argument("--out", required=True, help="run folder for checkpoints")
-    t.add_argument("--checkpoint-every", type=int, default=1000)
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    t.add_argument("--model", default=None, choices=list(MODELS), help="default: mlp for 2-D toys, the data set's U-Net preset for images")
-    t.add_argument("--hidden", type=int, default=None, help="MLP width (default 256)")
-    t.add_argument("--layers", type=int, default=None, help="MLP residual blocks (default 3)")
-    t.add_argument("--T", type=int, default=1000, help="diffusion steps T")
-    t.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--warmup", type=int, default=None)
-    t.add_argument("--ema-decay", type=float, default=0.9999)
-    t.add_argument("--grad-clip", type=float, default=1.0)
-    t.add_argument("--log-every", type=int, default=100)
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
-    t.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
-                   help="with --compile: reduce-overhead captures each step in CUDA graphs (fastest measured)")
-    t.add_argument("--channels-last", action="store_true", help="NHWC activations for image models (CUDA only)")
-    common(t)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint, with its settings")
+    m = t.add_argument_group("model")
+    m.add_argument("--model", default=S, choices=list(MODELS),
+                   help="default: mlp for points, the data set's U-Net preset for its images, unet for other images")
+    m.add_argument("--hidden", type=int_at_least(1), default=S, help="mlp: width (default 256)")
+    m.add_argument("--layers", type=int_at_least(1), default=S, help="mlp: residual blocks (default 3)")
+    m.add_argument("--channels", type=int_at_least(1), default=S, help="U-Net: width of the first level")
+    m.add_argument("--channel-mult", "--channel-mults", dest="channel_mult", type=int_list, default=S,
+                   help="U-Net: width multiplier per level, e.g. 1,2,2 (the side must divide by 2 ** (levels - 1))")
+    m.add_argument("--attention-resolutions", type=int_list, default=S, help="U-Net: level sides with self-attention, e.g. 16 or 8,4")
+    m.add_argument("--res-blocks", type=int_at_least(1), default=S, help="U-Net: residual blocks per level")
+    m.add_argument("--dropout", type=finite_float(0.0, 0.99), default=S, help="U-Net: dropout in [0, 0.99]")
+    m.add_argument("--groups", type=int_at_least(1), default=S, help="U-Net: GroupNorm groups (must divide every width)")
+    m.add_argument("--heads", type=int_at_least(1), default=S, help="U-Net: attention heads")
+    m.add_argument("--T", type=int_at_least(2), default=S, help="diffusion steps T (default 1000)")
+    m.add_argument("--schedule", default=S, choices=list(SCHEDULES), help="noise schedule (default linear)")
+    add_train_config_flags(t, {{"toy": "points", "image": "other images"}.get(k, k): v for k, v in DEFAULTS.items()})
+    common(t, device=False)
     t.set_defaults(func=cmd_train)
 
     for name, func, help_ in (("sample", cmd_sample, "draw samples from a checkpoint"),
-                              ("evaluate", cmd_evaluate, "sample and print distances to the data")):
+                              ("evaluate", cmd_evaluate, "sample and print distances to the data, beside their baselines")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--checkpoint", required=True, help="a checkpoint file, or a run folder (its latest checkpoint)")
+        s.add_argument("--checkpoint", required=True, help="a checkpoint file, or a run folder (its newest valid checkpoint)")
         s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
-        s.add_argument("--steps", type=int, default=None, help="sampling steps, 1..T (default: 50 for ddim, T for ddpm)")
-        s.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic; 1: DDPM-like)")
-        s.add_argument("-n", type=int, default=None if name == "evaluate" else 1000, help="number of samples")
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--batch", type=int, default=0, help="samples per batch (0: all at once)")
+        s.add_argument("--steps", type=int_at_least(1), default=S, help="sampling steps, 1..T (default: 50 for ddim, T for ddpm)")
+        s.add_argument("--eta", type=finite_float(0.0, 1.0), default=S, help="ddim only: eta in [0, 1] (0: deterministic, the default; 1: DDPM-like)")
+        s.add_argument("-n", type=int_at_least(1), default=None if name == "evaluate" else 1000,
+                       help="number of samples" + (" (default: 1000, or half the data)" if name == "evaluate" else " (default 1000)"))
+        s.add_argument("--seed", type=int_at_least(0), default=0)
+        s.add_argument("--batch", type=int_at_least(0), default=0, help="samples per batch (0: all at once)")
         s.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
         s.add_argument("--fast", action="store_true", help="CUDA only: bf16 autocast + CUDA graphs for the network (ddpm.fast.FastEps)")
         if name == "sample":
-            s.add_argument("--out", default="samples.png", help="image file; the raw samples go beside it as .npy")
+            s.add_argument("--out", default="samples.png", help="image file (.png, .pdf, .svg, .jpg); the raw samples go beside it as .npy")
         else:
             s.add_argument("--json", action="store_true", help="print JSON")
-            s.add_argument("--data-dir", default=None)
-            s.add_argument("--bpd", type=int, default=0, metavar="N", help="also bits/dim through the full bound on N held-out points (T network calls each)")
+            s.add_argument("--data", default=None, help="the data to compare with (default: the checkpoint's record); e.g. the training file's new place")
+            s.add_argument("--data-dir", default=None, help="folder with the mnist / fashion-mnist / cifar10 files")
+            s.add_argument("--classifier", default=None, help="a classifier's .safetensors file or folder (from train-classifier) for the Frechet distance")
+            s.add_argument("--bpd", type=int_at_least(0), default=0, metavar="N", help="also bits/dim through the full bound on N held-out points (T network calls each)")
         common(s)
         s.set_defaults(func=func)
 
-    c = sub.add_parser("train-classifier", help="train the classifier behind the Frechet distance")
-    c.add_argument("--data", default="digits", choices=["digits", "fashion-mnist"])
-    c.add_argument("--epochs", type=int, default=None)
-    c.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("train-classifier", help="train the classifier behind the Frechet distance into --out")
+    c.add_argument("--data", default="digits", choices=sorted(CONFIGS))
+    c.add_argument("--epochs", type=int_at_least(1), default=None, help="default: 30 for digits, 2 for (fashion-)mnist, 10 for cifar10")
+    c.add_argument("--seed", type=int_at_least(0), default=0)
     c.add_argument("--data-dir", default=None)
-    c.add_argument("--out", default=None, help="folder for the weights (default: the package's ddpm/weights)")
-    common(c, device=False)
+    c.add_argument("--out", required=True, help="folder for classifier-<data>.safetensors and its JSON (never the package's own)")
+    common(c, device=False, threads_default="1: reproducible bit for bit")
     c.set_defaults(func=cmd_train_classifier)
     return p
 
 
 def main(argv=None) -> int:
-    a = _parser().parse_args(argv)
-    if getattr(a, "threads", None):
-        if a.threads < 1:
-            print("error: --threads must be >= 1", file=sys.stderr)
-            return 2
-        torch.set_num_threads(a.threads)
+    try:
+        a = _parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a one-line usage error already printed
+        return e.code if isinstance(e.code, int) else 2
     try:
         return a.func(a)
     except KeyboardInterrupt:
-        print("error: interrupted (the last checkpoint is kept)", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception:
-        if os.environ.get("DDPM_DEBUG"):  # DDPM_DEBUG=1 shows the full traceback
+    except Exception as e:  # noqa: BLE001 - every error is one line unless DDPM_DEBUG=1
+        if os.environ.get("DDPM_DEBUG"):
             raise
-        return _report(sys.exc_info()[1])
+        return _report(e)
 
 
-def _report(err: BaseException) -> int:
-    try:
-        raise err
-    except (CLIError, ValueError, FileNotFoundError, FloatingPointError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
-        msg = str(e).strip().replace("\n", " ")
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # CUDA errors (out of memory, driver missing) and the like: one line too
-        first = (str(e).strip().splitlines() or ["runtime error"])[0]
-        print(f"error: {type(e).__name__}: {first}", file=sys.stderr)
-        return 2
+def _report(e: BaseException) -> int:
+    if isinstance(e, OSError) and e.filename is not None:  # ENOSPC, EACCES, FileExistsError, ...: name the path
+        msg = f"{e.strerror or type(e).__name__}: {e.filename}"
+    elif isinstance(e, (CLIError, ValueError, OSError, FloatingPointError)):
+        msg = str(e).strip() or type(e).__name__
+    elif isinstance(e, RuntimeError):  # CUDA errors (out of memory, driver missing) and the like
+        msg = f"{type(e).__name__}: {(str(e).strip().splitlines() or ['runtime error'])[0]}"
+    else:
+        msg = f"internal error {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]} (DDPM_DEBUG=1 shows the traceback)"
+    print(f"error: {' '.join(msg.split())}", file=sys.stderr)
+    return 2

@@ -2,7 +2,7 @@
 
 - 2-D data: :func:`sliced_wasserstein` and :func:`energy_distance`.
 - Images: :func:`frechet_distance` in the penultimate-layer features of a small classifier
-  trained on the same data set and shipped with the package (:mod:`ddpm.classifier`) -- the
+  trained on the same data set (:mod:`ddpm.classifier`; shipped for digits and Fashion-MNIST) -- the
   standard substitute for Inception features on MNIST-like data.
 - :func:`distance_report` puts a distance next to the data-vs-data baseline of the same size
   (no finite sample set reaches 0) and the distance of pure noise ``N(0, I)``.
@@ -115,13 +115,13 @@ def frechet_distance_features(fx: Tensor, fy: Tensor) -> float:
     return frechet_distance_gaussian(*_stats(fx), *_stats(fy))
 
 
-def frechet_distance(x: Tensor, y: Tensor, dataset: str = "digits", batch_size: int = 500) -> float:
-    """Frechet distance between image sets ``x`` and ``y`` in the penultimate-layer features of the
-    classifier shipped for ``dataset`` ("digits": (N, 1, 8, 8); "fashion-mnist": (N, 1, 28, 28)),
-    images in [-1, 1]. Smaller is closer; compare with the data-vs-data value at the same size
+def frechet_distance(x: Tensor, y: Tensor, dataset="digits", batch_size: int = 500) -> float:
+    """Frechet distance between image sets ``x`` and ``y`` in the penultimate-layer features of a
+    classifier: ``dataset`` names the shipped one ("digits": (N, 1, 8, 8); "fashion-mnist":
+    (N, 1, 28, 28)) or is a weight file or folder of one you trained; images in [-1, 1]. Smaller is closer; compare with the data-vs-data value at the same size
     (:func:`distance_report`), since the estimate is biased upwards for small sets.
     """
-    from .classifier import features
+    from .features import features
 
     return frechet_distance_features(features(x, dataset, batch_size), features(y, dataset, batch_size))
 
@@ -141,12 +141,12 @@ def distance_report(
     ``N(0, I)``). ``data`` must hold at least ``2 n`` points; they are split with ``generator``.
 
     ``metric``: ``"sliced_wasserstein"``, ``"energy"``, or ``"frechet"`` (images; ``dataset``
-    names the classifier). Returns ``{"metric", "n", "distance", "baseline", "noise"}``.
+    names the classifier, as in :func:`frechet_distance`). Returns ``{"metric", "n", "distance", "baseline", "noise"}``.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if metric == "frechet" and dataset is None:
-        raise ValueError("metric='frechet' needs dataset= ('digits' or 'fashion-mnist')")
+        raise ValueError("metric='frechet' needs dataset= (a classifier: 'digits', 'fashion-mnist' or a weight file)")
     n = samples.shape[0]
     if data.shape[0] < 2 * n:
         raise ValueError(f"data must hold at least 2 n = {2 * n} points for the data-vs-data baseline, got {data.shape[0]}; use fewer samples")
@@ -164,7 +164,7 @@ def distance_report(
     elif metric == "energy":
         dist = energy_distance
     else:
-        from .classifier import features
+        from .features import features
 
         fref = features(ref, dataset)
 

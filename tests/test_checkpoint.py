@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ddpm import MLP, MLPConfig, Schedule, TrainConfig, load_checkpoint, save_checkpoint
-from ddpm.checkpoint import MAGIC, latest_checkpoint, list_checkpoints, read_payload
+from ddpm.checkpoint import CheckpointWarning, latest_checkpoint, list_checkpoints, payload_digest, read_payload
 from ddpm.cli import main
 from ddpm.ema import EMA
 
@@ -112,13 +112,74 @@ def test_foreign_missing_and_mismatched_files(tmp_path):
     save_checkpoint(tmp_path / "bad.pt", m, Schedule.linear(10))
     with pytest.raises(ValueError, match="do not match"):
         load_checkpoint(tmp_path / "bad.pt")
-    # A payload that passes the checksum but is not a torch file.
-    import hashlib
 
-    body = b"not a torch file"
-    (tmp_path / "weird.pt").write_bytes(MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
-    with pytest.raises(ValueError, match="cannot read"):
-        read_payload(tmp_path / "weird.pt")
+
+def _rewrite(path, change):
+    """Load a checkpoint dict, change it, save it with a fresh digest (a file that passes the checksum)."""
+    d = torch.load(path, weights_only=True)
+    change(d)
+    d["sha256"] = payload_digest(d)
+    torch.save(d, path)
+
+
+def test_any_pytorch_user_opens_a_checkpoint_and_the_digest_catches_edits(tmp_path):
+    path, m, *_ = _saved(tmp_path)
+    d = torch.load(path, weights_only=True)  # no ddpm needed
+    assert d["model_class"] == "MLP" and d["model_config"]["hidden"] == 16 and d["step"] == 7
+    assert all(torch.equal(d["model"][k], v) for k, v in m.state_dict().items())
+    # An edit that still unpickles (one weight changed, the digest kept) is refused.
+    d["model"][next(iter(d["model"]))].add_(1e-3)
+    torch.save(d, path)
+    with pytest.raises(ValueError, match="corrupted"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_name_a_registry_class_never_a_module(tmp_path):
+    path, *_ = _saved(tmp_path)
+    _rewrite(path, lambda d: d.update(model_class="os:system"))
+    with pytest.raises(ValueError, match="not one of the package's models"):
+        load_checkpoint(path)
+
+    class Custom(torch.nn.Module):
+        config = MLPConfig()
+
+    with pytest.raises(ValueError, match="not one of the package's models"):
+        save_checkpoint(tmp_path / "c.pt", Custom(), Schedule.linear(10))
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d.pop("model"), "lacks the keys \\['model'\\]"),
+    (lambda d: d.pop("betas"), "lacks the keys"),
+    (lambda d: d["model"].update({k: torch.full_like(v, float("nan")) for k, v in d["model"].items()}), "NaN or inf"),
+    (lambda d: d["ema"].update({k: v * float("inf") for k, v in d["ema"].items()}), "EMA weights hold NaN or inf"),
+    (lambda d: d.update(version=1), "version 1 is not supported"),
+])
+def test_a_valid_checksum_with_bad_contents_is_one_clear_error(tmp_path, change, match):
+    path, *_ = _saved(tmp_path)
+    _rewrite(path, change)
+    with pytest.raises(ValueError, match=match) as e:
+        load_checkpoint(path)
+    assert path.name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_damaged_newest_checkpoint_is_reported_and_the_older_one_used(tmp_path):
+    old, *_ = _saved(tmp_path, 5)
+    new, *_ = _saved(tmp_path, 9)
+    new.write_bytes(new.read_bytes()[:1000])  # truncated
+    with pytest.warns(CheckpointWarning, match="ckpt-00000009.pt.*using ckpt-00000005.pt"):
+        ck = load_checkpoint(tmp_path)
+    assert ck.path == old and ck.step == 5 and [p for p, _ in ck.skipped] == [new]
+    msgs = []
+    assert load_checkpoint(tmp_path, report=msgs.append).step == 5 and len(msgs) == 1
+    old.write_bytes(b"")
+    with pytest.raises(ValueError, match="no valid checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_print_checkpoint_is_one_short_line(tmp_path):
+    path, *_ = _saved(tmp_path)
+    text = repr(load_checkpoint(path))
+    assert "\n" not in text and len(text) < 300 and "step 7" in text and "exp_avg" not in text
 
 
 TRAIN = ["train", "--data", "moons", "--n", "500", "--T", "100", "--hidden", "32", "--layers", "1",
@@ -160,3 +221,11 @@ def test_kill_9_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(t
         assert torch.equal(st["exp_avg_sq"], b["optimizer"]["state"][i]["exp_avg_sq"])
     assert a["losses"] == b["losses"] and len(a["losses"]) == 150
     assert torch.equal(a["rng"]["generator"], b["rng"]["generator"])
+
+
+def test_the_books_shipped_checkpoint_is_in_the_current_format():
+    path = Path(__file__).resolve().parents[1] / "book" / "data" / "digits_unet.pt"
+    d = torch.load(path, weights_only=True)
+    assert d["format"] == "ddpm-checkpoint" and d["model_class"] == "UNet" and d["sha256"] == payload_digest(d)
+    ck = load_checkpoint(path)
+    assert ck.data == "digits" and ck.model.config.image_size == 8

@@ -213,3 +213,56 @@ def test_bad_names_and_n():
             load_dataset("moons", n=bad)
     with pytest.raises(ValueError, match="labels"):
         load_dataset("moons", labels=True)
+
+
+# ---------------------------------------------------------------------------- users' images
+def test_image_arrays_in_nchw_nhwc_and_nhw_agree(tmp_path):
+    g = np.random.default_rng(1)
+    nchw = (g.random((5, 3, 6, 6)) * 255).astype(np.uint8)
+    np.save(tmp_path / "a.npy", nchw)
+    np.save(tmp_path / "b.npy", nchw.transpose(0, 2, 3, 1))  # NHWC
+    np.save(tmp_path / "c.npy", nchw[:, 0])  # (N, H, W): grey-scale
+    a, b, c = (load_array(tmp_path / f"{k}.npy") for k in "abc")
+    assert a.shape == b.shape == (5, 3, 6, 6) and torch.equal(a, b)
+    assert c.shape == (5, 1, 6, 6) and torch.equal(c[:, 0], a[:, 0])
+    np.save(tmp_path / "d.npy", np.zeros((5, 2, 6, 7)))
+    with pytest.raises(ValueError, match="d.npy.*channels"):
+        load_array(tmp_path / "d.npy")
+
+
+@pytest.mark.parametrize("value", [0.0, 5.0, -300.0])
+def test_a_constant_array_stays_finite(tmp_path, value):
+    for shape in ((10, 2), (4, 1, 5, 5)):
+        np.save(tmp_path / "k.npy", np.full(shape, value))
+        x = load_array(tmp_path / "k.npy")
+        assert torch.isfinite(x).all() and x.abs().max() <= 1
+
+
+def test_numpy_errors_name_the_file(tmp_path):
+    (tmp_path / "bad.csv").write_text("1,2\n3,oops\n")
+    with pytest.raises(ValueError, match="bad.csv: cannot read"):
+        load_array(tmp_path / "bad.csv")
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match="bad.npy: cannot read"):
+        load_array(tmp_path / "bad.npy")
+
+
+def test_a_folder_of_png_and_jpeg_images(tmp_path):
+    from PIL import Image
+
+    from ddpm.data import load_dataset, load_image_folder
+
+    g = np.random.default_rng(2)
+    grey = (g.random((3, 8, 8)) * 255).astype(np.uint8)
+    for i, im in enumerate(grey):
+        Image.fromarray(im).save(tmp_path / f"{i}.png")
+    x = load_dataset(str(tmp_path))
+    assert x.shape == (3, 1, 8, 8) and torch.allclose(x[0, 0], torch.from_numpy(grey[0]).float() / 127.5 - 1)
+    Image.fromarray((g.random((8, 8, 3)) * 255).astype(np.uint8)).save(tmp_path / "9.jpg")
+    assert load_image_folder(tmp_path).shape == (4, 3, 8, 8)  # one colour image: all become RGB
+    Image.fromarray(grey[0][:4]).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match="small.png: image of size 8x4"):
+        load_image_folder(tmp_path)
+    (tmp_path / "small.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="small.png: cannot read the image"):
+        load_image_folder(tmp_path)

@@ -9,7 +9,9 @@ import scipy.linalg
 import torch
 
 from ddpm import distance_report, energy_distance, frechet_distance, load_dataset, sliced_wasserstein
-from ddpm.classifier import WEIGHTS_DIR, accuracy, confident_fraction, features, load_classifier, predict_proba
+from ddpm.classifier import WEIGHTS_DIR, load_classifier
+from ddpm.classifier_training import accuracy
+from ddpm.features import confident_fraction, features, predict_proba
 from ddpm.metrics import frechet_distance_gaussian
 
 
@@ -63,7 +65,7 @@ def test_frechet_gaussian_formula():
 
 def test_shipped_digits_classifier_is_accurate_and_documented():
     meta = json.loads((WEIGHTS_DIR / "classifier-digits.json").read_text())
-    assert meta["test_accuracy"] >= 0.95 and "python -m ddpm.classifier" in meta["command"]
+    assert meta["test_accuracy"] >= 0.95 and "python -m ddpm train-classifier" in meta["command"]
     x, y = load_dataset("digits", split="test", labels=True)
     acc = accuracy(load_classifier("digits"), x, y)
     assert acc == pytest.approx(meta["test_accuracy"], abs=1e-9)  # the shipped weights are the ones reported
@@ -85,8 +87,8 @@ def test_frechet_distance_on_digits_grows_with_corruption():
     assert d[3] > 10 * d[0]
     with pytest.raises(ValueError, match="shape"):
         frechet_distance(a, torch.zeros(5, 1, 28, 28), "digits")
-    with pytest.raises(ValueError, match="dataset"):
-        frechet_distance(a, b, "cifar10")
+    with pytest.raises(FileNotFoundError, match="train-classifier --data cifar10"):
+        frechet_distance(a, b, "cifar10")  # no shipped classifier: the message says how to train one
 
 
 def test_distance_report_puts_samples_between_baseline_and_noise():

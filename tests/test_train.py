@@ -97,19 +97,17 @@ def test_resume_refuses_a_different_run(tmp_path):
     assert r.resumed_from == 10 and len(r.losses) == 15
 
 
-class NaNAfter(nn.Module):
-    """An eps-model that returns NaN from its `bad`-th call on."""
+class NaNAfter(MLP):
+    """An eps-model that returns NaN from its `bad`-th call on (an MLP, so checkpoints can hold it)."""
 
     def __init__(self, bad):
-        super().__init__()
-        self.inner = MLP(MLPConfig(hidden=16, layers=1))
-        self.config = self.inner.config
+        super().__init__(MLPConfig(hidden=16, layers=1))
         self.calls = 0
         self.bad = bad
 
     def forward(self, x, t):
         self.calls += 1
-        out = self.inner(x, t)
+        out = super().forward(x, t)
         return out * float("nan") if self.calls >= self.bad else out
 
 

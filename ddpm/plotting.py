@@ -1,0 +1,82 @@
+"""Figures of samples: a scatter plot for 2-D points, an image grid for images; and the raw
+sample arrays beside them. Both are written atomically (:mod:`ddpm._io`) and refuse NaN or inf."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._io import atomic_write, atomic_write_bytes
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
+
+
+def check_finite(x: torch.Tensor, what: str = "samples") -> None:
+    """``FloatingPointError`` if ``x`` holds NaN or inf (a diverged model or sampler writes no figure)."""
+    bad = (~torch.isfinite(x)).sum().item()
+    if bad:
+        raise FloatingPointError(f"{bad} of {x.numel()} values of the {what} are NaN or inf; nothing was written")
+
+
+def figure(x: torch.Tensor, title: str = ""):
+    """A matplotlib figure: a scatter plot of (N, 2) points in [-1.6, 1.6]^2, or a grid of up to 100
+    images (N, C, H, W) in [-1, 1]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x.dim() == 2:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        pts = x[:, :2].numpy()
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.6)
+        ax.set_xlim(-1.6, 1.6)
+        ax.set_ylim(-1.6, 1.6)
+        ax.set_aspect("equal")
+    else:
+        k = min(x.shape[0], 100)
+        cols = math.ceil(math.sqrt(k))
+        rows = math.ceil(k / cols)
+        C, H, W = x.shape[1:]
+        grid = torch.ones(C, rows * (H + 1) + 1, cols * (W + 1) + 1)
+        img = (x[:k].clamp(-1, 1) + 1) / 2
+        for i in range(k):
+            r, c = divmod(i, cols)
+            grid[:, 1 + r * (H + 1) : 1 + r * (H + 1) + H, 1 + c * (W + 1) : 1 + c * (W + 1) + W] = img[i]
+        fig, ax = plt.subplots(figsize=(min(1 + cols * 0.6, 12), min(1 + rows * 0.6, 12)))
+        arr = grid.permute(1, 2, 0).numpy()
+        ax.imshow(arr[..., 0] if C == 1 else arr, cmap="gray" if C == 1 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(x: torch.Tensor, path, title: str = "") -> Path:
+    """Save :func:`figure` of ``x`` to ``path`` (its suffix picks the format) atomically."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(f"a figure must be a {', '.join(FIGURE_SUFFIXES)} file, got {path}")
+    x = x.detach().float().cpu()
+    check_finite(x)
+    fig = figure(x, title)
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=120, format=path.suffix.lower().lstrip(".").replace("jpg", "jpeg"))
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_array(x: torch.Tensor, path) -> Path:
+    """Save ``x`` as a ``.npy`` file atomically."""
+    arr = x.detach().cpu().numpy()
+    check_finite(x)
+    return atomic_write(path, lambda f: np.save(f, arr))

@@ -1,0 +1,70 @@
+"""Sampler policy for the command line: which sampler runs for a ``--sampler``/``--steps``/``--eta``
+choice, the checks on those choices, and drawing ``n`` samples from a checkpoint in batches
+(book chapters "Training and sampling" and "DDIM")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SAMPLERS = ("ddpm", "ddim")
+ETA_MAX = 1.0  # DDIM's eta: 0 deterministic, 1 the DDPM posterior variance; beyond 1 is not a valid process
+
+
+def check_sampler(sampler: str, steps, eta, T: int) -> tuple[int, float]:
+    """Validated ``(steps, eta)``. ``steps=None``: 50 for DDIM (at most T), T for DDPM.
+    ``eta=None``: 0 for DDIM; ``eta`` with DDPM is refused (DDPM has no eta)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "ddpm" and eta is not None:
+        raise ValueError("--eta applies to --sampler ddim only (DDPM's variance is fixed: it is DDIM with eta = 1)")
+    if steps is None:
+        steps = min(50, T) if sampler == "ddim" else T
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"--steps must be in 1..T = 1..{T}, got {steps}")
+    if sampler == "ddpm":
+        return steps, 1.0
+    eta = 0.0 if eta is None else float(eta)
+    if not (math.isfinite(eta) and 0.0 <= eta <= ETA_MAX):
+        raise ValueError(f"--eta must be in [0, {ETA_MAX:g}] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
+    return steps, eta
+
+
+def item_shape(model) -> tuple:
+    """The shape of one data item of a package model: ``(C, H, W)`` for a U-Net, ``(d,)`` for the MLP."""
+    c = model.config
+    if hasattr(c, "image_size"):
+        return (c.in_channels, c.image_size, c.image_size)
+    return (c.dim,)
+
+
+def draw(model, schedule, sampler: str, steps: int, eta: float, n: int, seed: int, *, device="cpu",
+         progress: bool = False, batch: int = 0, fast: bool = False) -> torch.Tensor:
+    """``n`` samples from ``model`` in batches of ``batch`` (0: all at once), as a CPU float32 tensor.
+    DDPM with ``steps < T`` is DDIM with eta = 1 on a sub-sequence (Song et al. 2021, sec. 4.2).
+    ``fast``: CUDA only, the network runs through :class:`ddpm.fast.FastEps` (bf16, CUDA graphs)."""
+    from .samplers import sample_ddim, sample_ddpm
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"-n must be an int >= 1, got {n}")
+    shape_item = item_shape(model)
+    if fast:
+        if torch.device(device).type != "cuda":
+            raise ValueError("--fast needs CUDA (bf16 and CUDA graphs); drop it to sample on the CPU")
+        from .fast import FastEps
+
+        model = FastEps(model.to(device), channels_last=hasattr(model.config, "image_size"))
+    s = schedule.to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    batch = batch or n
+    out = []
+    for i in range(0, n, batch):
+        shape = (min(batch, n - i), *shape_item)
+        if sampler == "ddpm" and steps == schedule.T:
+            x = sample_ddpm(model, s, shape, generator=gen, progress=progress, device=device)
+        else:
+            x = sample_ddim(model, s, shape, steps=steps, eta=1.0 if sampler == "ddpm" else eta, generator=gen,
+                            progress=progress, device=device)
+        out.append(x.float().cpu())
+    return torch.cat(out)
