@@ -152,11 +152,19 @@ def cmd_train(a) -> int:
 
     out = Path(a.out)
     _writable_dir(out, "--out")
+    if a.checkpoint is not None:
+        if not a.resume:
+            raise CLIError("--checkpoint picks the checkpoint a --resume continues from: add --resume")
+        chosen = Path(a.checkpoint)
+        if not chosen.is_file():
+            raise CLIError(f"--checkpoint {chosen} is not a checkpoint file")
+        if chosen.resolve().parent != out.resolve():
+            raise CLIError(f"--checkpoint {chosen} is not in the run folder --out {out}")
     has_ckpt = bool(list_checkpoints(out))
     if a.resume and has_ckpt:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the training loop reports a skipped file itself
-            ck = load_checkpoint(out, report=_warn)
+            ck = load_checkpoint(a.checkpoint or out, report=_warn)
         stored = dict(ck.meta)
         if "data" not in stored:
             raise CLIError(f"{ck.path} does not record its data set (not written by `python -m ddpm train`); resume it from Python")
@@ -196,12 +204,15 @@ def cmd_train(a) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CheckpointWarning)  # a skipped damaged file was reported above
-            r = train(model, schedule, data, config, out_dir=out, progress=not a.no_progress, resume=a.resume, meta=meta)
+            r = train(model, schedule, data, config, out_dir=out, progress=not a.no_progress,
+                      resume=Path(a.checkpoint) if a.checkpoint else a.resume, meta=meta)
     except KeyboardInterrupt:
         last = list_checkpoints(out)
         kept = f"the last checkpoint is {last[-1][1]}; add --resume to continue" if last else "no checkpoint was written yet"
         print(f"error: interrupted; {kept}", file=sys.stderr)
         return 130
+    if getattr(r, "rank", 0) != 0:  # under torchrun process 0 alone reports
+        return 0
     last = r.losses[-1] if r.losses else float("nan")
     print(f"trained {model_name} on {meta['data']} to step {r.step} (resumed from {r.resumed_from}); "
           f"final loss {last:.4f}; {r.steps_per_sec:.1f} steps/s on {threads} thread(s); checkpoint {r.checkpoint}")
@@ -234,7 +245,8 @@ def _draw(a, ck, model, device, steps, eta, n):
 
     x = draw(model, ck.schedule, a.sampler, steps, eta, n, a.seed, device=device, progress=not a.no_progress,
              batch=a.batch, fast=a.fast)
-    check_finite(x)
+    if x is not None:  # under torchrun only process 0 holds the gathered samples
+        check_finite(x)
     return x
 
 
@@ -253,6 +265,8 @@ def cmd_sample(a) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
+    if x is None:  # another process of a torchrun job: process 0 writes
+        return 0
     raw = out.with_suffix(".npy")
     save_array(x, raw)
     save_figure(x, out, f"{a.sampler}, {steps} steps, eta={eta:g}, step {ck.step}")
@@ -312,6 +326,8 @@ def cmd_evaluate(a) -> int:
     if clf is not None and clf.item_shape != tuple(data.shape[1:]):
         raise CLIError(f"the classifier {clf.source} takes images {clf.item_shape}, the data are {tuple(data.shape[1:])}")
     x = _draw(a, ck, model, device, steps, eta, n)
+    if x is None:  # another process of a torchrun job: process 0 reports
+        return 0
     result = {"checkpoint": str(ck.path), "step": ck.step, "data": name, "sampler": a.sampler, "steps": steps,
               "eta": eta, "n": n, "metrics": {}}
     gen = lambda k: torch.Generator().manual_seed(a.seed + k)  # noqa: E731
@@ -393,9 +409,11 @@ def _parser() -> OneLineParser:
     t.add_argument("--data", default=S, help=f"{', '.join(DATASETS)}, a .npy/.npz/.csv/.txt file (points (N, d); images (N, C, H, W), "
                    "(N, H, W, C) or (N, H, W)) or a folder of PNG/JPEG images")
     t.add_argument("--data-dir", default=S, help="folder with the mnist / fashion-mnist / cifar10 files")
-    t.add_argument("--n", type=int_at_least(1), default=S, help="toys: points drawn (default 10000); images: keep this many")
+    t.add_argument("--n", "--data-size", dest="n", type=int_at_least(1), default=S,
+                   help="toys: points drawn (default 10000); images: keep this many (under torchrun write --data-size: torchrun takes --n for its own --nnodes)")
     t.add_argument("--out", required=True, help="run folder for checkpoints")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint, with its settings")
+    t.add_argument("--checkpoint", default=None, help="with --resume: continue from this checkpoint file of the run instead of the newest")
     m = t.add_argument_group("model")
     m.add_argument("--model", default=S, choices=list(MODELS),
                    help="default: mlp for points, the data set's U-Net preset for its images, unet for other images")
@@ -425,7 +443,7 @@ def _parser() -> OneLineParser:
         s.add_argument("-n", type=int_at_least(1), default=None if name == "evaluate" else 1000,
                        help="number of samples" + (" (default: 1000, or half the data)" if name == "evaluate" else " (default 1000)"))
         s.add_argument("--seed", type=int_at_least(0), default=0)
-        s.add_argument("--batch", type=int_at_least(0), default=0, help="samples per batch (0: all at once)")
+        s.add_argument("--batch", type=int_at_least(0), default=0, help="samples per block (0: 500); block j is seeded seed + j, so under torchrun the blocks are shared out among the processes and the samples are those of one process")
         s.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
         s.add_argument("--fast", action="store_true", help="CUDA only: bf16 autocast + CUDA graphs for the network (ddpm.fast.FastEps)")
         if name == "sample":

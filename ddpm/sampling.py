@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import os
+
 import torch
 
 SAMPLERS = ("ddpm", "ddim")
@@ -40,31 +42,42 @@ def item_shape(model) -> tuple:
 
 
 def draw(model, schedule, sampler: str, steps: int, eta: float, n: int, seed: int, *, device="cpu",
-         progress: bool = False, batch: int = 0, fast: bool = False) -> torch.Tensor:
-    """``n`` samples from ``model`` in batches of ``batch`` (0: all at once), as a CPU float32 tensor.
+         progress: bool = False, batch: int = 0, fast: bool = False) -> torch.Tensor | None:
+    """``n`` samples from ``model`` as a CPU float32 tensor, in blocks of ``batch`` (0: blocks of 500).
     DDPM with ``steps < T`` is DDIM with eta = 1 on a sub-sequence (Song et al. 2021, sec. 4.2).
-    ``fast``: CUDA only, the network runs through :class:`ddpm.fast.FastEps` (bf16, CUDA graphs)."""
+    ``fast``: CUDA only, the network runs through :class:`ddpm.fast.FastEps` (bf16, CUDA graphs).
+
+    Block ``j`` is drawn from a generator seeded ``seed + j`` (:func:`ddpm.distributed.sample_sharded`),
+    so under ``torchrun`` the blocks are shared out among the processes, gathered on process 0, and the
+    samples are the same as in one process; processes other than 0 get ``None``."""
+    from . import distributed
     from .samplers import sample_ddim, sample_ddpm
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"-n must be an int >= 1, got {n}")
     shape_item = item_shape(model)
+    device = torch.device(device)
+    if distributed.under_torchrun() and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
+    model = model.to(device)
     if fast:
-        if torch.device(device).type != "cuda":
+        if device.type != "cuda":
             raise ValueError("--fast needs CUDA (bf16 and CUDA graphs); drop it to sample on the CPU")
         from .fast import FastEps
 
-        model = FastEps(model.to(device), channels_last=hasattr(model.config, "image_size"))
+        model = FastEps(model, channels_last=hasattr(model.config, "image_size"))
     s = schedule.to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    batch = batch or n
-    out = []
-    for i in range(0, n, batch):
-        shape = (min(batch, n - i), *shape_item)
+
+    def block(k: int, gen: torch.Generator) -> torch.Tensor:
+        shape = (k, *shape_item)
         if sampler == "ddpm" and steps == schedule.T:
-            x = sample_ddpm(model, s, shape, generator=gen, progress=progress, device=device)
-        else:
-            x = sample_ddim(model, s, shape, steps=steps, eta=1.0 if sampler == "ddpm" else eta, generator=gen,
-                            progress=progress, device=device)
-        out.append(x.float().cpu())
-    return torch.cat(out)
+            return sample_ddpm(model, s, shape, generator=gen, progress=progress, device=device)
+        return sample_ddim(model, s, shape, steps=steps, eta=1.0 if sampler == "ddpm" else eta, generator=gen,
+                           progress=progress, device=device)
+
+    ctx = distributed.context(device)
+    try:
+        x = distributed.sample_sharded(block, n, seed=seed, batch_size=batch or 500, device=device, ctx=ctx)
+    finally:
+        ctx.close()  # ends the process group if this call started it
+    return None if x is None else x.float().cpu()

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import os
 import signal
 import sys
 import threading
@@ -166,7 +167,7 @@ def train(
     out_dir=None,
     progress: bool = True,
     *,
-    resume: bool = False,
+    resume: bool | str | Path = False,
     meta: dict | None = None,
 ) -> TrainResult:
     """Train ``model`` (an ``eps``-predictor ``model(x_t, t)``) on ``data`` with ``loss_simple``
@@ -175,8 +176,8 @@ def train(
     ``data``: float tensor ``(N, ...)`` in [-1, 1]; batches of ``config.batch_size`` are drawn
     with replacement. ``out_dir``: the run folder: checkpoints (every ``config.checkpoint_every``
     steps and at the end), ``loss.csv`` (every ``config.log_every`` steps) and ``samples.png``
-    (every ``config.sample_every`` steps). ``resume=True`` continues from the latest checkpoint in
-    ``out_dir`` (a fresh start if there is none); the model, schedule and training config must
+    (every ``config.sample_every`` steps). ``resume=True`` continues from the newest valid checkpoint in
+    ``out_dir`` (a fresh start if there is none); ``resume=<path of a checkpoint file>`` from that one; the model, schedule and training config must
     match it. ``meta``: plain facts stored in each checkpoint (the CLI stores the data set name);
     ``meta["world_size"]`` is set to the number of processes.
 
@@ -272,8 +273,9 @@ def _train(model, schedule, data, config, out_dir, progress, resume, meta, devic
     gen.manual_seed(config.seed)
 
     start, losses, last_ckpt, ck = 0, [], None, None
-    if resume and list_checkpoints(out_dir):
-        ck = load_checkpoint(out_dir, device="cpu")
+    chosen = Path(resume) if isinstance(resume, (str, os.PathLike)) else None
+    if chosen is not None or (resume and list_checkpoints(out_dir)):
+        ck = load_checkpoint(chosen if chosen is not None else out_dir, device="cpu")
         _check_resume(ck, model, schedule, config)
         model.load_state_dict(ck.payload["model"])
         start, losses, last_ckpt = ck.step, list(ck.losses or []), ck.path

@@ -153,3 +153,23 @@ def test_nan_samples_write_no_figure_and_no_array(tmp_path):
     assert list(tmp_path.iterdir()) == []
     save_figure(torch.zeros(4, 1, 8, 8), tmp_path / "ok.png")
     assert (tmp_path / "ok.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_from_a_chosen_checkpoint_continues_that_run_exactly(tmp_path, capsys):
+    args = ["--data", "moons", "--n", "300", "--T", "50", "--hidden", "16", "--layers", "1", "--batch-size", "32",
+            "--checkpoint-every", "20", "--keep-checkpoints", "0", "--log-every", "10", "--threads", "1", "--no-progress",
+            "--device", "cpu"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", *args, "--steps", "60", "--out", str(a)]) == 0
+    assert main(["train", *args, "--steps", "40", "--out", str(b)]) == 0
+    # back to step 20 of run a (not its newest, 60), then on to 40: the same as run b
+    assert main(["train", "--out", str(a), "--resume", "--checkpoint", str(a / "ckpt-00000020.pt"), "--steps", "40",
+                 "--no-progress", "--threads", "1"]) == 0
+    assert "resumed from 20" in capsys.readouterr().out
+    x, y = load_checkpoint(a / "ckpt-00000040.pt"), load_checkpoint(b / "ckpt-00000040.pt")
+    for k, v in x.model.state_dict().items():
+        assert torch.equal(v, y.model.state_dict()[k]), k
+    assert main(["train", "--out", str(a), "--checkpoint", str(a / "ckpt-00000020.pt")]) == 2
+    assert main(["train", "--out", str(a), "--resume", "--checkpoint", str(b / "ckpt-00000040.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "add --resume" in err[0] and "not in the run folder" in err[1]

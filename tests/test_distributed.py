@@ -145,8 +145,23 @@ def test_the_command_line_trains_under_torchrun(tmp_path):
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert [k for k, _ in list_checkpoints(out)] == [10, 20]
+    assert p.stdout.count("trained mlp on moons") == 1  # process 0 alone reports
     ck = load_checkpoint(out)
     assert ck.meta["world_size"] == 2 and ck.meta["data"] == "moons" and len(ck.losses) == 20
+
+    # sampling under torchrun: the blocks are shared out and gathered, the samples are those of one process
+    sample = ["sample", "--checkpoint", str(out), "--sampler", "ddim", "--steps", "10", "-n", "300", "--batch", "64",
+              "--seed", "1", "--no-progress", "--device", "cpu"]
+    p2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddpm",
+                         *sample, "--out", str(tmp_path / "two.png")], env=env, capture_output=True, text=True, timeout=120)
+    assert p2.returncode == 0, p2.stdout[-2000:] + p2.stderr[-3000:]
+    assert p2.stdout.count("wrote ") == 1
+    p1 = subprocess.run([sys.executable, "-m", "ddpm", *sample, "--out", str(tmp_path / "one.png")], env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert p1.returncode == 0, p1.stderr[-3000:]
+    import numpy as np
+
+    assert np.array_equal(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"))
 
 
 def test_shard_covers_every_index_once():
