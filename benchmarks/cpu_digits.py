@@ -46,6 +46,13 @@ def git_commit() -> str | None:
         return None
 
 
+def noise_confident_fraction(n: int) -> float:
+    """The confident fraction of ``n`` Gaussian-noise images clamped to [-1, 1], as the samples are: the
+    score a sampler gets for drawing nothing at all (the baseline the criterion must be read against)."""
+    x = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(3)).clamp(-1, 1)
+    return confident_fraction(x, "digits", 0.9)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -58,8 +65,17 @@ def main(argv=None) -> int:
     p.add_argument("--speed-steps", type=int, default=8, help="steps timed per batch size before the run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--baselines-only", action="store_true",
+                   help="only (re)compute the Gaussian-noise baseline of the confident fraction into an existing cpu_digits.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.baselines_only:
+        path = Path(a.out) / "cpu_digits.json"
+        result = json.loads(path.read_text())
+        result["noise_confident_fraction"] = noise_confident_fraction(result.get("samples", a.samples))
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"Gaussian noise: {result['noise_confident_fraction']:.1%} classified with confidence > 0.9")
+        return 0
     load_start = os.getloadavg()[0]
 
     data = ddpm.load_dataset("digits")  # the 1437-image training split
@@ -117,6 +133,9 @@ def main(argv=None) -> int:
         "what": "UNet.preset('digits') trained by ddpm.train on scikit-learn digits (1437 train images), CPU",
         "recognisable_criterion": f">= 80% of {a.samples} DDIM-50 (eta 0) EMA samples classified with confidence > 0.9 by the shipped digits classifier",
         "real_digits_confident_fraction": real_conf,
+        "noise_confident_fraction": noise_confident_fraction(a.samples),
+        "samples": a.samples,
+        "frechet_reference": "all 1797 digits (it includes the 1437 training digits)",
         "train_config": {"batch_size": a.batch_size, "lr": 1e-3, "warmup": 200, "ema_decay": 0.9999, "T": 1000, "schedule": "linear"},
         "parameters": n_params,
         "steps_per_sec": step / train_seconds,
