@@ -124,7 +124,7 @@ def test_chapter_follows_house_rules(chapter):
     assert counts == sorted(counts), f"{chapter} was not executed top to bottom"
     # exercises with hidden solutions, and a checking cell for each
     n_ex = len(re.findall(r"\{exercise\}", md))
-    n_sol = len(re.findall(r"\{solution\}", md))
+    n_sol = len(re.findall(r"\{solution(?:-start)?\}", md))
     assert n_ex >= 2 and n_sol >= n_ex, f"{chapter}: {n_ex} exercises, {n_sol} solutions"
     assert md.count(":class: dropdown") >= n_ex, f"{chapter}: solutions must be hidden in a dropdown"
     checks = [c for c in code_cells if "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
