@@ -80,3 +80,41 @@ def save_array(x: torch.Tensor, path) -> Path:
     arr = x.detach().cpu().numpy()
     check_finite(x)
     return atomic_write(path, lambda f: np.save(f, arr))
+
+
+_ICONS = {"fa-minus": "&#x2212;", "fa-fast-backward": "&#x23EE;", "fa-step-backward": "&#x25C0;|",
+          "fa-play fa-flip-horizontal": "&#x25C0;", "fa-pause": "&#x2016;", "fa-play": "&#x25B6;",
+          "fa-step-forward": "|&#x25B6;", "fa-fast-forward": "&#x23ED;", "fa-plus": "+"}
+
+
+def offline_animation_html(html: str, alt: str, colours: int = 16) -> str:
+    """matplotlib's ``Animation.to_jshtml()`` made fit for an offline book page: its one network request
+    (a font-awesome style sheet from a CDN) removed and the player's buttons given text symbols, the
+    frames reduced to ``colours`` colours (a fraction of the weight), the frame image given ``alt``
+    text, and the image and slider shrinking with the column. Raises ``ValueError`` if a link to the
+    network remains."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    if not alt or len(alt) < 15:
+        raise ValueError("alt must describe the animation in words (15 characters at least)")
+
+    def shrink(m):
+        raw = base64.b64decode(m.group(2).replace("\\\n", "").replace("\n", ""))
+        img = Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=colours)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+        return m.group(1) + base64.b64encode(buf.getvalue()).decode() + m.group(3)
+
+    html = re.sub(r'(frames\[\d+\] = "data:image/png;base64,)([^"]*)(")', shrink, html)
+    html = re.sub(r'<link rel="stylesheet"\s+href="https://[^"]*font-awesome[^"]*">', "", html)
+    html = re.sub(r'<i class="fa ([^"]*)"></i>', lambda m: _ICONS.get(m.group(1), "?"), html)
+    html = re.sub(r"width: (\d+)px;", r"width: \1px; max-width: 100%;", html, count=1)
+    alt = alt.replace('"', "&quot;")
+    html = html.replace("<img ", f'<img style="max-width: 100%; height: auto" alt="{alt}" ', 1)
+    if "https://" in html or "http://" in html or "fa fa-" in html:
+        raise ValueError("the animation still links to the network")
+    return html
