@@ -328,7 +328,9 @@ def _train(model, schedule, data, config, out_dir, progress, resume, meta, devic
 
 
 def _check_resume(ck, model, schedule, config) -> None:
-    if ck.payload["model_class"].split(":")[-1] != type(model).__qualname__:
+    from .presets import class_name
+
+    if ck.payload["model_class"] != class_name(model):
         raise ValueError(f"checkpoint {ck.path} holds a {ck.payload['model_class']}, not a {type(model).__name__}")
     if ck.payload["model_config"] != dataclasses.asdict(model.config):
         raise ValueError(f"checkpoint {ck.path} was trained with model config {ck.payload['model_config']}, not {dataclasses.asdict(model.config)}")

@@ -22,21 +22,20 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-class Counting(nn.Module):
-    """An eps-model counting its calls (the pre-flight check is call 1); raises `exc` at call `at`."""
+class Counting(MLP):
+    """An eps-model counting its calls (the pre-flight check is call 1); raises `exc` at call `at`.
+    (A subclass of the package's MLP: a checkpoint rebuilds only the package's own models.)"""
 
     def __init__(self, at=None, exc=KeyboardInterrupt):
-        super().__init__()
         torch.manual_seed(0)
-        self.inner = MLP(MLPConfig(hidden=16, layers=1))
-        self.config = self.inner.config
+        super().__init__(MLPConfig(hidden=16, layers=1))
         self.calls, self.at, self.exc = 0, at, exc
 
     def forward(self, x, t):
         self.calls += 1
         if self.at is not None and self.calls >= self.at:
             raise self.exc()
-        return self.inner(x, t)
+        return super().forward(x, t)
 
 
 def moons(n=200):
@@ -87,14 +86,14 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_stale_temporary_files_
 def test_a_full_disk_while_saving_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch):
     import ddpm.checkpoint
 
-    real = ddpm.checkpoint.atomic_write_bytes
+    real = ddpm.checkpoint.atomic_write
 
-    def full(path, data):  # the disk fills up when the first checkpoint is written
+    def full(path, write):  # the disk fills up when the first checkpoint is written
         if "ckpt-" in str(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(path, data)
+        return real(path, write)
 
-    monkeypatch.setattr(ddpm.checkpoint, "atomic_write_bytes", full)
+    monkeypatch.setattr(ddpm.checkpoint, "atomic_write", full)
     with pytest.raises(RunFolderError) as e:
         train(Counting(), S, moons(), TrainConfig(steps=5, batch_size=8, checkpoint_every=3), out_dir=tmp_path, progress=False)
     msg = str(e.value)
