@@ -442,3 +442,21 @@ def test_mutation_found_edges():
     assert eta_max == pytest.approx(1.1538, abs=1e-4)
     with pytest.raises(ValueError, match="there eta must be <= 1.1538"):
         ddpm.ddim_step(s, x, 2, 1, x, eta=1.4)
+
+
+def test_mutation_found_edges_2():
+    s = Schedule.linear(T=100, beta_start=1e-3, beta_end=0.2)
+    assert ddpm.timesteps(10, steps=4, spacing="leading").tolist() == [7, 5, 3, 1]  # 1 + k floor(T/S)
+    with pytest.raises(ValueError, match="^an explicit timestep sequence must be a non-empty sequence of ints$"):
+        ddpm.timesteps(100, spacing=torch.zeros(0, dtype=torch.long))
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"^noise must have the shape of x_t, \(2, 3\); got \(3,\)$"):
+        ddpm.ddim_step(s, x, 10, 5, x, eta=0.0, noise=torch.zeros(3))  # checked even where sigma = 0
+    with pytest.raises(ValueError, match=r"^eps must have the shape of x_t, \(2, 3\); got \(2, 2\)$"):
+        ddpm.ddim_step(s, x, 10, 5, torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="^x_t must have a batch dimension"):
+        ddpm.ddim_step(s, torch.tensor(1.0), 10, 5, torch.tensor(1.0))
+    # a tensor t keeps the data's dtype (the per-example coefficients are cast to it)
+    out = ddpm.ddim_step(s, x, torch.tensor([10, 20]), torch.tensor([5, 0]), x, eta=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float32
+    assert ddpm.ddpm_step(s, x, torch.tensor([10, 20]), x, generator=torch.Generator().manual_seed(0)).dtype == torch.float32
