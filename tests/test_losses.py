@@ -213,3 +213,52 @@ def test_bad_input():
     # both variances share DDPM's decoder variance beta~_2, as documented
     assert ddpm.decoder_variance(s, "small") == ddpm.decoder_variance(s, "large") == s.posterior_variance[2].item()
     assert ddpm.decoder_variance(Schedule.linear(T=1), "small") == Schedule.linear(T=1).betas[1].item()
+
+
+# ---------------------------------------------------------------- found by mutation testing (tests/README.md)
+class TRecorder(torch.nn.Module):
+    """Returns a fixed eps and checks that the model is called with t a LongTensor of shape (B,)."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x, t):
+        assert isinstance(t, torch.Tensor) and t.dtype == torch.long and t.shape == (x.shape[0],), t
+        return self.out.to(x.dtype)
+
+
+def test_bound_terms_are_computed_in_float64_from_float32_inputs():
+    s = Schedule.linear(T=20, beta_start=1e-3, beta_end=0.2)
+    g = torch.Generator().manual_seed(0)
+    x0, noise, eps = torch.rand(3, 4, 3, generator=g) * 2 - 1  # float32
+    m = TRecorder(eps)
+    for f in (lambda x, z: ddpm.vb_term(m, s, x, 7, noise=z), lambda x, z: ddpm.decoder_nll(m, s, x, noise=z)):
+        assert f(x0, noise).dtype == torch.float64  # x_t is drawn in the data's dtype, the terms in float64
+    torch.testing.assert_close(ddpm.prior_loss(s, x0), ddpm.prior_loss(s, x0.double()), rtol=1e-12, atol=0)
+
+
+def test_defaults_and_passthrough():
+    s = Schedule.linear(T=2, beta_start=1e-2, beta_end=0.2)
+    x0, noise = torch.rand(2, 3, 2, dtype=torch.float64) * 2 - 1
+    m = TRecorder(noise * 0.5)
+    torch.testing.assert_close(ddpm.vb_term(m, s, x0, 2, noise=noise), ddpm.vb_term(m, s, x0, 2, noise=noise, variance="small"))
+    torch.testing.assert_close(ddpm.decoder_nll(m, s, x0, noise=noise), ddpm.decoder_nll(m, s, x0, noise=noise, variance="small"))
+    assert ddpm.decoder_variance(s) == s.posterior_variance[2].item()  # T = 2 already has beta~_2
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    one = x0[:1]  # a batch of one
+    m = TRecorder(noise[:1] * 0.5)
+    bpd = ddpm.bits_per_dim(m, s, one, variance="large", generator=g())
+    vb = ddpm.variational_bound(m, s, one, variance="large", generator=g())["total"]
+    torch.testing.assert_close(bpd, vb / (2 * math.log(2)))
+    assert not torch.allclose(bpd, ddpm.bits_per_dim(m, s, one, variance="small", generator=g()))
+    with pytest.raises(ValueError, match="t has 2 entries but the batch has 3"):
+        ddpm.vb_term(m, s, x0, torch.tensor([2, 2]), noise=noise)
+    with pytest.raises(ValueError, match="t has 2 entries but the batch has 3"):
+        ddpm.loss_simple(m, s, x0, t=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="x0 must have a batch dimension"):
+        ddpm.loss_simple(m, s, torch.tensor(1.0))
+    # loss_simple is at least float32 under a bf16 model output, and gaussian_kl keeps a tensor's dtype
+    bf = ddpm.loss_simple(lambda x, t: torch.zeros_like(x, dtype=torch.bfloat16), s, x0.float())
+    assert bf.dtype == torch.float32
+    assert ddpm.gaussian_kl(torch.zeros(2), torch.ones(2), torch.ones(2), torch.ones(2)).dtype == torch.float32

@@ -389,3 +389,74 @@ def test_t_is_checked_one_way():
         ddpm.ddim_sigma(s, torch.tensor([5, 6]), torch.tensor([4, 6]), eta=1.0)
     with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
         ddpm.ddim_sigma(s, 5, 4, eta=float("nan"))
+
+
+# ---------------------------------------------------------------- found by mutation testing (tests/README.md)
+def test_mutation_found_edges():
+    s = Schedule.linear(T=100, beta_start=1e-3, beta_end=0.2)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="T must be an int >= 1"):
+            ddpm.timesteps(bad, steps=1)
+    assert ddpm.timesteps(1, steps=1).tolist() == [1]
+    assert ddpm.timesteps(100, spacing=[7]).tolist() == [7]  # one explicit step is a sequence
+    assert ddpm.timesteps(100, steps=5).dtype == torch.long and ddpm.timesteps(100, steps=5, spacing="quadratic").dtype == torch.long
+    assert ddpm.timesteps(100, steps=3, spacing="leading").tolist() == [67, 34, 1]
+    with pytest.raises(ValueError, match="non-empty sequence of ints"):
+        ddpm.timesteps(100, spacing=[])
+    with pytest.raises(ValueError, match="strictly decreasing, got \\[9, 9\\]"):
+        ddpm.timesteps(100, spacing=[9, 9])
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        ddpm.timesteps(100, spacing=[9, 5, 6])
+    # clip clamps both sides, in ddim_step and in the whole samplers
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    for sign in (1, -1):
+        eps = -sign * 50 * torch.ones(2, 3, dtype=torch.float64)  # x0_hat = +-50 sqrt(1 - abar)/sqrt(abar)
+        out = ddpm.ddim_step(s, x, 50, 0, eps, clip=1.0)
+        torch.testing.assert_close(out, sign * torch.ones(2, 3, dtype=torch.float64))
+        y = ddpm.sample_ddim(lambda a, t: sign * -3 * torch.ones_like(a), s, (3, 2), steps=4, clip=0.5, progress=False)
+        assert (y * sign > 0).all() and y.abs().max() <= 0.5 + 1e-6
+    with pytest.raises(ValueError, match="clip must be a number > 0 or None"):
+        ddpm.ddim_step(s, x, 5, 4, x, clip=0)
+    with pytest.raises(ValueError, match="clip must be a number > 0 or None"):
+        ddpm.sample_ddim(lambda a, t: a, s, (2, 3), steps=2, clip=-1.0, progress=False)
+    # the default is 50 steps for a named spacing
+    seen = []
+    ddpm.sample_ddim(lambda a, t: (seen.append(int(t[0])), torch.zeros_like(a))[1], s, (1, 1), progress=False)
+    assert seen == ddpm.timesteps(100, steps=50).tolist()
+    # t_prev checks name t_prev and its range; a t_prev tensor must match the batch
+    with pytest.raises(ValueError, match="t_prev must be in 0..99"):
+        ddpm.ddim_step(s, x, 100, 100, x)
+    with pytest.raises(ValueError, match="t_prev has 3 entries but the batch has 2"):
+        ddpm.ddim_step(s, x, torch.tensor([5, 6]), torch.tensor([1, 2, 3]), x)
+    with pytest.raises(ValueError, match="t has 3 entries but the batch has 2"):
+        ddpm.ddim_step(s, x, torch.tensor([5, 6, 7]), 1, x)
+    with pytest.raises(ValueError, match="t and t_prev must have the same shape, got \\(2,\\) and \\(3,\\)"):
+        ddpm.ddim_sigma(s, torch.tensor([5, 6]), torch.tensor([1, 2, 3]), eta=1.0)
+    with pytest.raises(ValueError, match="t_prev must be < t, got t_prev = 6 and t = 6"):
+        ddpm.ddim_step(s, x, torch.tensor([5, 6]), torch.tensor([4, 6]), x)
+    with pytest.raises(ValueError, match="model\\(x_t, t\\) must have the shape of x_t"):
+        ddpm.sample_ddim(lambda a, t: a[:, :1], s, (2, 3), steps=2, progress=False)
+    # exactly at eta = 1 nothing is refused; just above the bound is
+    ddpm.ddim_step(s, x, 2, 1, x, eta=1.0)
+    eta_max = ddpm.ddim_eta_max(s, 2, 1).item()
+    assert eta_max == pytest.approx(1.1538, abs=1e-4)
+    with pytest.raises(ValueError, match="there eta must be <= 1.1538"):
+        ddpm.ddim_step(s, x, 2, 1, x, eta=1.4)
+
+
+def test_mutation_found_edges_2():
+    s = Schedule.linear(T=100, beta_start=1e-3, beta_end=0.2)
+    assert ddpm.timesteps(10, steps=4, spacing="leading").tolist() == [7, 5, 3, 1]  # 1 + k floor(T/S)
+    with pytest.raises(ValueError, match="^an explicit timestep sequence must be a non-empty sequence of ints$"):
+        ddpm.timesteps(100, spacing=torch.zeros(0, dtype=torch.long))
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"^noise must have the shape of x_t, \(2, 3\); got \(3,\)$"):
+        ddpm.ddim_step(s, x, 10, 5, x, eta=0.0, noise=torch.zeros(3))  # checked even where sigma = 0
+    with pytest.raises(ValueError, match=r"^eps must have the shape of x_t, \(2, 3\); got \(2, 2\)$"):
+        ddpm.ddim_step(s, x, 10, 5, torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="^x_t must have a batch dimension"):
+        ddpm.ddim_step(s, torch.tensor(1.0), 10, 5, torch.tensor(1.0))
+    # a tensor t keeps the data's dtype (the per-example coefficients are cast to it)
+    out = ddpm.ddim_step(s, x, torch.tensor([10, 20]), torch.tensor([5, 0]), x, eta=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float32
+    assert ddpm.ddpm_step(s, x, torch.tensor([10, 20]), x, generator=torch.Generator().manual_seed(0)).dtype == torch.float32

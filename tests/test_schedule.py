@@ -168,3 +168,8 @@ def test_to_device_and_repr():
     assert all(getattr(s, f.name).device.type == "meta" for f in dataclasses.fields(Schedule))
     r = repr(Schedule.linear(T=10))
     assert r.startswith("Schedule(T=10, beta_1=0.0001, beta_T=0.02, abar_T=0.904, dtype=torch.float64"), r
+
+
+def test_a_python_list_is_read_in_float64():
+    s = Schedule.from_betas([0.1, 0.2])
+    assert s.betas[1].item() == 0.1 and s.betas[2].item() == 0.2  # not float32-rounded
