@@ -11,8 +11,12 @@ Notation, paper -> code (the book's notation page has the full table)::
     q(x_{t-1} | x_t, x0)       q_posterior                      (DDPM eqs. 6-7)
     mu_theta (eps form)        posterior_mean_from_eps          (DDPM eq. 11)
     Algorithm 1 / eq. 14       loss_simple
-    Algorithm 2                ddpm_step, sample_ddpm
-    DDIM eqs. 12, 16           ddim_step, ddim_sigma, sample_ddim
+    Algorithm 2                ddpm_step, sample_ddpm, ddpm_trajectory
+    DDIM eqs. 12, 16           ddim_step, ddim_sigma, ddim_eta_max, sample_ddim, ddim_trajectory
+
+Arguments: the maths takes ``(schedule, x_t, t, ...)``, the losses ``(model, schedule, x0, ...)``,
+the samplers ``(model, schedule, shape, ...)``; ``noise``, ``generator``, ``clip``, ``variance``,
+``eta``, ``steps``, ``spacing``, ``progress`` and the like are keyword-only everywhere.
 """
 
 from .schedule import Schedule
@@ -29,7 +33,17 @@ from .posterior import (
     x0_to_v,
     posterior_mean_from_eps,
 )
-from .samplers import timesteps, ddpm_step, ddim_step, ddim_sigma, sample_ddpm, sample_ddim
+from .samplers import (
+    timesteps,
+    ddpm_step,
+    ddim_step,
+    ddim_sigma,
+    ddim_eta_max,
+    sample_ddpm,
+    sample_ddim,
+    ddpm_trajectory,
+    ddim_trajectory,
+)
 from .losses import (
     loss_simple,
     gaussian_kl,
@@ -45,7 +59,7 @@ from .testbed import GaussianMixture
 
 __version__ = "0.1.0"
 
-# --- models, training, data, metrics (book chapters 6-7): exported below this line ---
+# --- models, training, data, metrics (book chapters 6 and 7): exported below this line ---
 from .nets import MLP, MLPConfig, UNet, UNetConfig, sinusoidal_embedding
 from .data import load_dataset, read_idx, load_cifar10, load_array, make_toy, toy_mixture, DATASETS, TOYS
 from .ema import EMA

@@ -1,4 +1,4 @@
-"""The forward (noising) process q (book chapter 3)."""
+"""The forward (noising) process q (book chapter 3, "The variance-preserving forward process")."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _noise_like(x: Tensor, noise: Tensor | None, generator: torch.Generator | No
     return noise
 
 
-def q_step(schedule: Schedule, x_prev: Tensor, t: TimeArg, noise: Tensor | None = None, *, generator=None) -> Tensor:
+def q_step(schedule: Schedule, x_prev: Tensor, t: TimeArg, *, noise: Tensor | None = None, generator=None) -> Tensor:
     """One forward step ``x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps_t``.
 
     DDPM (Ho et al. 2020) eq. 2; claim F1 of book chapter 3. ``eps_t`` is the noise of this
@@ -36,7 +36,7 @@ def q_mean_variance(schedule: Schedule, x0: Tensor, t: TimeArg) -> tuple[Tensor,
     return extract(schedule.sqrt_alpha_bars, t, x0) * x0, extract(1.0 - schedule.alpha_bars, t, x0)
 
 
-def q_sample(schedule: Schedule, x0: Tensor, t: TimeArg, noise: Tensor | None = None, *, generator=None) -> Tensor:
+def q_sample(schedule: Schedule, x0: Tensor, t: TimeArg, *, noise: Tensor | None = None, generator=None) -> Tensor:
     """Draw ``x_t ~ q(x_t | x0)`` in closed form: ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``.
 
     DDPM eq. 4 (and Algorithm 1, line 5); claim F3 of book chapter 3. ``t`` may be 0
@@ -54,5 +54,5 @@ def marginal_variance(schedule: Schedule, data_variance, t: TimeArg):
     Equals 1 for every ``t`` iff ``Var x0 = 1``.
     """
     t = check_t(t, schedule.T, low=0)
-    abar = schedule.alpha_bars[t]
+    abar = schedule.alpha_bars[t] if isinstance(t, int) else schedule.alpha_bars[t.to(schedule.device)]
     return abar * data_variance + (1.0 - abar)

@@ -32,12 +32,13 @@ def _call(model, x: Tensor, t: TimeArg) -> Tensor:
     return eps
 
 
-def loss_simple(model, schedule, x0: Tensor, generator: torch.Generator | None = None, *, t=None, noise=None) -> Tensor:
+def loss_simple(model, schedule, x0: Tensor, *, t=None, noise=None, generator: torch.Generator | None = None) -> Tensor:
     """``L_simple = E_{t, x0, eps} ||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)||^2``.
 
     DDPM (Ho et al. 2020) eq. 14 and Algorithm 1; book chapter 5 (claims K5, K6). ``t`` is
-    drawn uniformly from 1..T per example unless given. Returns the mean over the batch and the
-    data dimensions (the 1/d factor does not change the minimiser).
+    drawn uniformly from 1..T per example unless given (the draw is in range by construction and is
+    not read back, so on a GPU the step never waits for the device). Returns the mean over the batch
+    and the data dimensions (the 1/d factor does not change the minimiser).
     """
     B = batch_size(x0, "x0")
     if t is None:
@@ -45,7 +46,7 @@ def loss_simple(model, schedule, x0: Tensor, generator: torch.Generator | None =
     else:
         t = check_t(t, schedule.T, batch=B)
     noise = _noise_like(x0, noise, generator)
-    x_t = q_sample(schedule, x0, t, noise)
+    x_t = q_sample(schedule, x0, t, noise=noise)
     eps = _call(model, x_t, t)
     dtype = torch.promote_types(eps.dtype, torch.float32)  # at least float32, even under bf16 autocast
     return (eps.to(dtype) - noise.to(dtype)).pow(2).mean()
@@ -81,7 +82,7 @@ def _model_variance(schedule, t: TimeArg, x: Tensor, variance: str) -> Tensor:
     return extract(v.to(torch.float64), t, x)
 
 
-def vb_term(model, schedule, x0: Tensor, t: TimeArg, noise: Tensor | None = None, variance: str = "small", *, generator=None) -> Tensor:
+def vb_term(model, schedule, x0: Tensor, t: TimeArg, *, noise: Tensor | None = None, variance: str = "small", generator=None) -> Tensor:
     """``L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p_theta(x_{t-1} | x_t))`` per example, ``t >= 2``.
 
     DDPM eq. 5; book chapter 5, claims K3-K5. ``x_t`` is drawn from ``q(x_t | x0)`` with
@@ -91,10 +92,10 @@ def vb_term(model, schedule, x0: Tensor, t: TimeArg, noise: Tensor | None = None
     B = batch_size(x0, "x0")
     t = check_t(t, schedule.T, batch=B, low=2)
     noise = _noise_like(x0, noise, generator)
-    x_t = q_sample(schedule, x0, t, noise)
+    x_t = q_sample(schedule, x0, t, noise=noise)
     eps = _call(model, x_t, t).to(torch.float64)
     x0d, x_td = x0.to(torch.float64), x_t.to(torch.float64)
-    true_mean, true_var = q_posterior(schedule, x0d, x_td, t)
+    true_mean, true_var = q_posterior(schedule, x_td, t, x0d)
     mean = posterior_mean_from_eps(schedule, x_td, t, eps)
     return _sum_dims(gaussian_kl(true_mean, true_var.expand_as(x0d), mean, _model_variance(schedule, t, x0d, variance).expand_as(x0d)))
 
@@ -122,22 +123,25 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, variance: Tenso
 
 
 def decoder_variance(schedule, variance: str = "small") -> float:
-    """The variance of the decoder ``p_theta(x0 | x1)``: ``beta~_1 = 0`` cannot be used, so, as in
-    DDPM's released code, both choices take ``beta~_2`` (``beta_1`` when ``T = 1``)."""
+    """The variance of the decoder ``p_theta(x0 | x1)``.
+
+    ``beta~_1 = 0`` cannot be used, so DDPM's released code takes ``beta~_2`` (``beta_1`` when ``T = 1``)
+    for *both* choices: ``variance`` is checked (it must be one of ``VARIANCES``) but does not change the
+    result. It is accepted so that the bound's functions take the same ``variance`` everywhere."""
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     return float(schedule.posterior_variance[2]) if schedule.T >= 2 else float(schedule.betas[1])
 
 
-def decoder_nll(model, schedule, x0: Tensor, noise: Tensor | None = None, variance: str = "small", *, generator=None, bin_width: float = DEFAULT_BIN_WIDTH) -> Tensor:
+def decoder_nll(model, schedule, x0: Tensor, *, noise: Tensor | None = None, variance: str = "small", generator=None, bin_width: float = DEFAULT_BIN_WIDTH) -> Tensor:
     """``L_0 = -log p_theta(x0 | x1)`` per example, with DDPM's discretised Gaussian decoder
-    (eq. 13). It depends on theta (claim E4; SPEC B4).
+    (eq. 13). It depends on theta (claim E4 of chapter 4, "The variational bound (ELBO)").
 
     This is the log of a probability *mass* (of the bin of width ``bin_width`` around ``x0``),
     while the other terms are KLs between densities: to compare the whole bound with a continuous
     log-density, add ``d * log(bin_width)`` (book chapter 4 does so)."""
     noise = _noise_like(x0, noise, generator)
-    x1 = q_sample(schedule, x0, 1, noise)
+    x1 = q_sample(schedule, x0, 1, noise=noise)
     eps = _call(model, x1, 1).to(torch.float64)
     mean = posterior_mean_from_eps(schedule, x1.to(torch.float64), 1, eps)
     var = torch.tensor(decoder_variance(schedule, variance), dtype=torch.float64, device=x0.device)
@@ -145,7 +149,7 @@ def decoder_nll(model, schedule, x0: Tensor, noise: Tensor | None = None, varian
 
 
 @torch.no_grad()
-def variational_bound(model, schedule, x0: Tensor, variance: str = "small", *, generator=None, bin_width: float = DEFAULT_BIN_WIDTH, progress: bool = False) -> dict:
+def variational_bound(model, schedule, x0: Tensor, *, variance: str = "small", generator=None, bin_width: float = DEFAULT_BIN_WIDTH, progress: bool = False) -> dict:
     """The whole negative ELBO ``L = L_T + sum_{t=2}^T L_{t-1} + L_0`` (DDPM eq. 5), per
     example, in nats: a dict with ``"prior"`` (B,), ``"terms"`` (B, T) where column ``t - 1``
     holds ``L_{t-1}`` (column 0 is ``L_0``), and ``"total"`` (B,). Each term uses its own
@@ -165,9 +169,9 @@ def variational_bound(model, schedule, x0: Tensor, variance: str = "small", *, g
     return {"prior": prior, "terms": terms, "total": prior + terms.sum(1)}
 
 
-def bits_per_dim(model, schedule, x0: Tensor, variance: str = "small", *, generator=None, bin_width: float = DEFAULT_BIN_WIDTH, progress: bool = False) -> Tensor:
+def bits_per_dim(model, schedule, x0: Tensor, *, variance: str = "small", generator=None, bin_width: float = DEFAULT_BIN_WIDTH, progress: bool = False) -> Tensor:
     """The negative ELBO of :func:`variational_bound` in bits per dimension, shape ``(B,)``:
     an upper bound on ``-log2 p_theta(x0) / d`` (DDPM Table 2 reports 3.75 on CIFAR-10)."""
-    total = variational_bound(model, schedule, x0, variance, generator=generator, bin_width=bin_width, progress=progress)["total"]
+    total = variational_bound(model, schedule, x0, variance=variance, generator=generator, bin_width=bin_width, progress=progress)["total"]
     d = x0[0].numel()
     return total / (d * math.log(2))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ._utils import TimeArg, batch_size, check_same_shape, check_t, extract
@@ -13,7 +14,7 @@ def _t(schedule: Schedule, t: TimeArg, x: Tensor, low: int = 1) -> TimeArg:
     return check_t(t, schedule.T, low=low, batch=batch_size(x, "x_t"))
 
 
-def q_posterior(schedule: Schedule, x0: Tensor, x_t: Tensor, t: TimeArg) -> tuple[Tensor, Tensor]:
+def q_posterior(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and variance of ``q(x_{t-1} | x_t, x0)``.
 
     DDPM (Ho et al. 2020) eqs. 6-7; claim E5 of book chapter 4::
@@ -29,7 +30,9 @@ def q_posterior(schedule: Schedule, x0: Tensor, x_t: Tensor, t: TimeArg) -> tupl
     one_minus = 1.0 - s.alpha_bars
     c0 = s.sqrt_alpha_bars[:-1] * s.betas[1:] / one_minus[1:]  # coefficient of x0, index t-1
     ct = s.alphas[1:].sqrt() * one_minus[:-1] / one_minus[1:]  # coefficient of x_t, index t-1
-    mean = extract(c0, t - 1, x0) * x0 + extract(ct, t - 1, x_t) * x_t
+    c0 = torch.cat([c0.new_zeros(1), c0])  # index t; entry 0 is unused (t >= 1)
+    ct = torch.cat([ct.new_zeros(1), ct])
+    mean = extract(c0, t, x0) * x0 + extract(ct, t, x_t) * x_t
     return mean, extract(s.posterior_variance, t, x0)
 
 

@@ -1,8 +1,15 @@
-"""The DDPM and DDIM samplers (book chapters 6 and 7).
+"""The DDPM and DDIM samplers (book chapters 6, "Training and sampling", and 7, "DDIM").
 
 A model is any callable ``model(x_t, t) -> eps_hat`` with ``t`` a LongTensor of shape
 ``(B,)`` on the 1..T scale: a trained network, or the exact score of
-:class:`ddpm.testbed.GaussianMixture`.
+:class:`ddpm.testbed.GaussianMixture` (a diffusers ``UNet2DModel``, which counts ``t`` from 0,
+through :func:`ddpm.from_diffusers`).
+
+The whole samplers return one type, a tensor: :func:`sample_ddpm` and :func:`sample_ddim` the
+final ``x_0``, :func:`ddpm_trajectory` and :func:`ddim_trajectory` every visited state stacked
+(the last entry is the same ``x_0`` the sampler returns for the same seed). Inside the loops no
+step waits for the device: every ``t`` is a host integer and every check that needs a value is
+done once, before the first step.
 """
 
 from __future__ import annotations
@@ -26,30 +33,36 @@ VARIANCES = ("small", "large")
 
 
 # ---------------------------------------------------------------------- time steps
-def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> Tensor:
+def timesteps(T: int, *, steps: int | None = None, spacing: Spacing = "trailing") -> Tensor:
     """The decreasing sequence ``tau_S > ... > tau_1`` of time steps a sampler visits.
 
     - ``"trailing"``: ``round(T - k T/S)`` for k = 0..S-1; starts at ``T`` (Lin et al. 2024).
-    - ``"leading"``: ``1 + k floor(T/S)``; never visits ``T``, a known trap (SPEC C).
+    - ``"leading"``: ``1 + k floor(T/S)``; never visits ``T``, a known trap (book chapter 7).
     - ``"linspace"``: ``S`` points evenly spaced from 1 to ``T``, both included.
     - ``"quadratic"``: ``floor((k sqrt(0.8 T)/(S-1))^2) + 1`` (DDIM appendix D.2), the
       smallest steps nudged apart so that none repeats.
 
-    An explicit sequence (strictly decreasing, each in 1..T) is accepted too and returned as is.
-    Book chapter 7, claim D8. Returns a ``LongTensor`` of length ``steps``.
+    A named spacing needs ``steps`` (``S``, an int in 1..T). An explicit sequence (strictly
+    decreasing, each in 1..T) is accepted too and returned as is; ``steps`` may then be omitted or
+    must equal its length (a different ``steps`` is refused, not ignored). Book chapter 7, claim D8.
+    Returns a ``LongTensor`` of length ``S``.
     """
     if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
         raise ValueError(f"T must be an int >= 1, got {T!r}")
     if not isinstance(spacing, str):
         seq = torch.as_tensor(spacing).reshape(-1)
-        if seq.dtype.is_floating_point or seq.numel() < 1:
+        if seq.dtype.is_floating_point or seq.dtype == torch.bool or seq.numel() < 1:
             raise ValueError("an explicit timestep sequence must be a non-empty sequence of ints")
-        seq = seq.long()
+        seq = seq.long().cpu()
         if (seq < 1).any() or (seq > T).any():
             raise ValueError(f"explicit timesteps must lie in 1..{T}, got {seq.tolist()}")
         if seq.numel() > 1 and not (seq[:-1] > seq[1:]).all():
             raise ValueError(f"explicit timesteps must be strictly decreasing, got {seq.tolist()}")
-        return seq
+        if steps is not None and steps != seq.numel():
+            raise ValueError(
+                f"steps = {steps!r} conflicts with the explicit sequence of {seq.numel()} timesteps; omit steps or pass {seq.numel()}"
+            )
+        return seq.clone()
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an int in 1..{T} (T = {T}), got {steps!r}")
     k = np.arange(steps)
@@ -77,15 +90,35 @@ def _step_noise(x: Tensor, noise: Tensor | None, generator) -> Tensor:
     return noise
 
 
+def _check_clip(clip) -> None:
+    if clip is not None and not (isinstance(clip, numbers.Real) and not isinstance(clip, bool) and clip > 0):
+        raise ValueError(f"clip must be a number > 0 or None, got {clip!r}")
+
+
+def _check_eta(eta) -> float:
+    if isinstance(eta, bool) or not (isinstance(eta, numbers.Real) and math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    return float(eta)
+
+
 def _clip(schedule: Schedule, x_t: Tensor, t: TimeArg, eps: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
     """x0_hat from eps, clamped to [-clip, clip] when ``clip`` is set (eps then re-derived)."""
     x0 = eps_to_x0(schedule, x_t, t, eps)
     if clip is None:
         return x0, eps
-    if clip <= 0:
-        raise ValueError(f"clip must be > 0 or None, got {clip}")
     x0 = x0.clamp(-clip, clip)
     return x0, x0_to_eps(schedule, x_t, t, x0)
+
+
+def _take(coef: Tensor, t: TimeArg) -> Tensor:
+    """``coef[t]``: a 0-d tensor for an int ``t``, ``(B,)`` on ``t``'s device for a tensor ``t``."""
+    if isinstance(t, Tensor):
+        return coef.to(device=t.device, non_blocking=True)[t]
+    return coef[t]
+
+
+def _host(t: TimeArg) -> bool:
+    return not isinstance(t, Tensor) or t.device.type == "cpu"
 
 
 def ddpm_step(
@@ -93,9 +126,9 @@ def ddpm_step(
     x_t: Tensor,
     t: TimeArg,
     eps: Tensor,
-    noise: Tensor | None = None,
-    variance: str = "small",
     *,
+    variance: str = "small",
+    noise: Tensor | None = None,
     clip: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -106,16 +139,18 @@ def ddpm_step(
     ``"large"`` takes ``sigma_t^2 = beta_t`` (DDPM section 3.2). At ``t = 1`` no noise is
     added (``z = 0``), so the first step's variance, ``beta~_1 = 0`` or ``beta_1``, is never used:
     the step returns the mean, ``x0_hat``. ``clip`` clamps ``x0_hat`` to ``[-clip, clip]``.
+    ``noise`` is ``z`` (drawn with ``generator`` if not given).
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    _check_clip(clip)
     check_same_shape(eps, x_t, "eps", "x_t")
     t = check_t(t, schedule.T, batch=batch_size(x_t, "x_t"))
     if clip is None:
         mean = posterior_mean_from_eps(schedule, x_t, t, eps)
     else:
         x0, _ = _clip(schedule, x_t, t, eps, clip)
-        mean, _ = q_posterior(schedule, x0, x_t, t)
+        mean, _ = q_posterior(schedule, x_t, t, x0)
     var = schedule.posterior_variance if variance == "small" else schedule.betas
     if isinstance(t, int):
         if t == 1:
@@ -127,19 +162,71 @@ def ddpm_step(
     return mean + sigma * _step_noise(x_t, noise, generator)
 
 
-def ddim_sigma(schedule: Schedule, t: TimeArg, t_prev: TimeArg, eta: float) -> Tensor:
+def _check_pair(schedule: Schedule, t: TimeArg, t_prev: TimeArg, batch: int | None) -> tuple[TimeArg, TimeArg]:
+    t = check_t(t, schedule.T, batch=batch)
+    t_prev = check_t(t_prev, schedule.T - 1, name="t_prev", low=0, batch=batch)
+    if isinstance(t, Tensor) and isinstance(t_prev, Tensor) and batch is None and t.shape != t_prev.shape:
+        raise ValueError(f"t and t_prev must have the same shape, got {tuple(t.shape)} and {tuple(t_prev.shape)}")
+    if _host(t) and _host(t_prev):  # values known on the host: check t_prev < t (skipped on a device)
+        bad = torch.as_tensor(t_prev) >= torch.as_tensor(t)
+        if bool(bad.any()):
+            tv = torch.as_tensor(t).expand_as(bad)[bad].reshape(-1)[0].item()
+            pv = torch.as_tensor(t_prev).expand_as(bad)[bad].reshape(-1)[0].item()
+            raise ValueError(f"t_prev must be < t, got t_prev = {pv} and t = {tv}")
+    return t, t_prev
+
+
+def _sigma(schedule: Schedule, t: TimeArg, t_prev: TimeArg, eta: float) -> Tensor:
+    a = schedule.alpha_bars
+    at, ap = _take(a, t), _take(a, t_prev)
+    return eta * ((1 - ap) / (1 - at)).sqrt() * (1 - at / ap).clamp(min=0).sqrt()
+
+
+def ddim_sigma(schedule: Schedule, t: TimeArg, t_prev: TimeArg, *, eta: float) -> Tensor:
     """``sigma_t(eta) = eta sqrt((1 - abar_{t_prev})/(1 - abar_t)) sqrt(1 - abar_t/abar_{t_prev})``.
 
     DDIM (Song et al. 2021) eq. 16; claim D4 of book chapter 7. ``eta = 1`` gives
     ``sigma^2 = beta~_t`` (DDPM with the small variance), ``eta = 0`` the deterministic sampler.
-    Returned as a float64 tensor (0-d for int ``t``, shape ``(B,)`` otherwise).
+    ``t`` in 1..T, ``t_prev`` in 0..T-1 with ``t_prev < t`` (ints, or integer tensors of one shape;
+    the order is checked where the values are on the host). Returned in the schedule's dtype
+    (0-d for int ``t``, shape ``(B,)`` otherwise).
     """
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    eta = _check_eta(eta)
+    t, t_prev = _check_pair(schedule, t, t_prev, None)
+    return _sigma(schedule, t, t_prev, eta)
+
+
+def ddim_eta_max(schedule: Schedule, t: TimeArg, t_prev: TimeArg) -> Tensor:
+    """The largest ``eta`` for which the DDIM step from ``t`` to ``t_prev`` exists.
+
+    DDIM eq. 12 needs ``sigma^2 <= 1 - abar_{t_prev}``; with eq. 16 this is
+    ``eta^2 <= (1 - abar_t) abar_{t_prev} / (abar_{t_prev} - abar_t)``, which is ``>= 1`` for every
+    pair (so ``eta <= 1`` is always allowed) and ``inf`` at ``t_prev = 0``. Book chapter 7, claim D4.
+    """
+    t, t_prev = _check_pair(schedule, t, t_prev, None)
     a = schedule.alpha_bars
-    at = a[t.to(a.device)] if isinstance(t, Tensor) else a[int(t)]
-    ap = a[t_prev.to(a.device)] if isinstance(t_prev, Tensor) else a[int(t_prev)]
-    return eta * ((1 - ap) / (1 - at)).sqrt() * (1 - at / ap).clamp(min=0).sqrt()
+    at, ap = _take(a, t), _take(a, t_prev)
+    return ((1 - at) * ap / (ap - at)).sqrt()
+
+
+def _check_ddim_bound(schedule: Schedule, t: TimeArg, t_prev: TimeArg, eta: float) -> None:
+    """Raise if ``1 - abar_{t_prev} - sigma^2 < 0`` (only possible for ``eta > 1``)."""
+    if eta <= 1:
+        return
+    a = schedule.alpha_bars.detach().cpu().to(torch.float64)  # one read, before any step
+    tt, tp = torch.broadcast_tensors(torch.as_tensor(t).cpu().reshape(-1), torch.as_tensor(t_prev).cpu().reshape(-1))
+    at, ap = a[tt], a[tp]
+    sigma2 = eta**2 * (1 - ap) / (1 - at) * (1 - at / ap)
+    room = 1 - ap - sigma2
+    bad = room < -1e-12 * (1 - ap)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        eta_max = math.sqrt(float((1 - at[i]) * ap[i] / (ap[i] - at[i])))
+        raise ValueError(
+            f"eta = {eta:g} leaves the DDIM family at t = {int(tt[i])} -> t_prev = {int(tp[i])}: "
+            f"1 - abar_t_prev - sigma^2 = {float(room[i]):.3g} < 0 (DDIM eq. 12 needs sigma^2 <= 1 - abar_t_prev); "
+            f"there eta must be <= {eta_max:.4f}"
+        )
 
 
 def ddim_step(
@@ -148,9 +235,9 @@ def ddim_step(
     t: TimeArg,
     t_prev: TimeArg,
     eps: Tensor,
+    *,
     eta: float = 0.0,
     noise: Tensor | None = None,
-    *,
     clip: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -159,28 +246,29 @@ def ddim_step(
         x_{t_prev} = sqrt(abar_{t_prev}) x0_hat + sqrt(1 - abar_{t_prev} - sigma^2) eps + sigma z
 
     Claim D5 of book chapter 7. ``t_prev = 0`` uses ``abar_0 = 1`` (the last step returns
-    ``x0_hat``; SPEC C's trap). ``eta = 0`` is deterministic; ``noise`` is ignored where sigma is 0.
+    ``x0_hat``). ``eta = 0`` is deterministic; ``noise`` (``z``) is ignored where ``eta = 0`` or
+    ``t_prev = 0``. An ``eta`` above 1 can make ``1 - abar_{t_prev} - sigma^2`` negative, where
+    the step does not exist: that raises ``ValueError`` naming ``eta``, ``t`` and the largest
+    allowed ``eta`` (:func:`ddim_eta_max`); it is never clamped. For ``eta > 1`` this check reads
+    the schedule's values (on a GPU schedule: one wait per call; :func:`sample_ddim` checks every
+    step once, before the loop).
     """
-    if not (isinstance(eta, numbers.Real) and eta >= 0):
-        raise ValueError(f"eta must be a number >= 0, got {eta!r}")
+    eta = _check_eta(eta)
+    _check_clip(clip)
     check_same_shape(eps, x_t, "eps", "x_t")
-    B = batch_size(x_t, "x_t")
-    t = check_t(t, schedule.T, batch=B)
-    t_prev = check_t(t_prev, schedule.T, name="t_prev", low=0, batch=B)
-    if isinstance(t, int) and isinstance(t_prev, int):
-        if t_prev >= t:
-            raise ValueError(f"t_prev must be < t, got t_prev = {t_prev} and t = {t}")
-    elif bool((torch.as_tensor(t_prev).cpu() >= torch.as_tensor(t).cpu()).any()):
-        raise ValueError("t_prev must be < t for every element of the batch")
+    t, t_prev = _check_pair(schedule, t, t_prev, batch_size(x_t, "x_t"))
+    _check_ddim_bound(schedule, t, t_prev, eta)
+    return _ddim_update(schedule, x_t, t, t_prev, eps, eta, noise, clip, generator)
+
+
+def _ddim_update(schedule, x_t, t, t_prev, eps, eta, noise, clip, generator) -> Tensor:
     x0, eps = _clip(schedule, x_t, t, eps, clip)
-    abar_prev = schedule.alpha_bars
-    sigma = ddim_sigma(schedule, t, t_prev, float(eta))  # float64
-    a_prev = abar_prev[t_prev.to(abar_prev.device)] if isinstance(t_prev, Tensor) else abar_prev[t_prev]
-    dir_coef = (1 - a_prev - sigma**2).clamp(min=0).sqrt()
+    sigma = _sigma(schedule, t, t_prev, eta)
+    a_prev = _take(schedule.alpha_bars, t_prev)
+    dir_coef = (1 - a_prev - sigma**2).clamp(min=0).sqrt()  # >= 0 up to rounding once checked
     shape = (-1,) + (1,) * (x_t.dim() - 1) if sigma.dim() == 1 else ()
-    c_x0 = _as(a_prev.sqrt(), x_t, shape)
-    out = c_x0 * x0 + _as(dir_coef, x_t, shape) * eps
-    if eta == 0 or (sigma == 0).all():
+    out = _as(a_prev.sqrt(), x_t, shape) * x0 + _as(dir_coef, x_t, shape) * eps
+    if eta == 0 or (isinstance(t_prev, int) and t_prev == 0):
         if noise is not None:
             check_same_shape(noise, x_t, "noise", "x_t")
         return out
@@ -191,14 +279,14 @@ def _as(c: Tensor, x: Tensor, shape) -> Tensor:
     c = c.reshape(shape) if shape else c
     if c.dim() == 0 and c.device.type == "cpu":
         return c.to(dtype=x.dtype)
-    return c.to(device=x.device, dtype=x.dtype)
+    return c.to(device=x.device, dtype=x.dtype, non_blocking=True)
 
 
 # ---------------------------------------------------------------------- whole samplers
 def _start(model, schedule: Schedule, shape, generator, x_T, device, dtype) -> Tensor:
     if x_T is not None:
-        if tuple(x_T.shape) != tuple(shape):
-            raise ValueError(f"x_T must have shape {tuple(shape)}, got {tuple(x_T.shape)}")
+        if not isinstance(x_T, Tensor) or tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T must be a tensor of shape {tuple(shape)}, got {tuple(getattr(x_T, 'shape', ()))}")
         return x_T
     if device is None or dtype is None:
         p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
@@ -215,41 +303,92 @@ def _progress(it, progress: bool, desc: str, total: int):
     return tqdm(it, total=total, desc=desc, leave=False)
 
 
-@torch.no_grad()
-def sample_ddpm(
-    model: Model,
-    schedule: Schedule,
-    shape: Sequence[int],
-    generator: torch.Generator | None = None,
-    *,
-    variance: str = "small",
-    clip: float | None = None,
-    x_T: Tensor | None = None,
-    return_trajectory: bool = False,
-    progress: bool = True,
-    device=None,
-    dtype=None,
-):
-    """Ancestral sampling, DDPM Algorithm 2: ``x_T ~ N(0, I)``, then ``T`` calls of
-    :func:`ddpm_step` from ``t = T`` down to 1 (book chapter 6).
-
-    Runs on the device and dtype of ``x_T`` if given, else of ``device``/``dtype``, else of
-    the model's parameters (float32 on the schedule's device for a plain callable).
-    Returns ``x_0``, or ``(x_0, trajectory)`` with ``trajectory`` of shape ``(T + 1, *shape)``
-    holding ``x_T, ..., x_0`` when ``return_trajectory`` is set.
-    """
+def _ddpm_states(model, schedule, shape, generator, variance, clip, x_T, progress, device, dtype):
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    _check_clip(clip)
     x = _start(model, schedule, shape, generator, x_T, device, dtype)
-    traj = [x] if return_trajectory else None
+    yield x
     B = x.shape[0]
     for t in _progress(range(schedule.T, 0, -1), progress, "DDPM", schedule.T):
         tt = torch.full((B,), t, dtype=torch.long, device=x.device)
         eps = model(x, tt)
         x = ddpm_step(schedule, x, t, eps, variance=variance, clip=clip, generator=generator)
-        if traj is not None:
-            traj.append(x)
-    return (x, torch.stack(traj)) if traj is not None else x
+        yield x
+
+
+def _ddim_states(model, schedule, shape, steps, eta, spacing, generator, clip, x_T, progress, device, dtype):
+    eta = _check_eta(eta)
+    _check_clip(clip)
+    if steps is None and isinstance(spacing, str):
+        steps = 50
+    seq = timesteps(schedule.T, steps=steps, spacing=spacing).tolist()
+    nxt = seq[1:] + [0]
+    _check_ddim_bound(schedule, torch.tensor(seq), torch.tensor(nxt), eta)  # every step, once, on the host
+    x = _start(model, schedule, shape, generator, x_T, device, dtype)
+    yield x
+    B = x.shape[0]
+    for t, t_prev in _progress(zip(seq, nxt), progress, "DDIM", len(seq)):
+        tt = torch.full((B,), t, dtype=torch.long, device=x.device)
+        eps = model(x, tt)
+        check_same_shape(eps, x, "model(x_t, t)", "x_t")
+        x = _ddim_update(schedule, x, t, t_prev, eps, eta, None, clip, generator)
+        yield x
+
+
+def _last(states) -> Tensor:
+    x = None
+    for x in states:
+        pass
+    return x
+
+
+_SAMPLER_ARGS = """
+    ``generator`` draws ``x_T`` and every step's noise; ``x_T`` (shape ``shape``) replaces the first
+    draw. Runs on the device and dtype of ``x_T`` if given, else of ``device``/``dtype``, else of the
+    model's parameters (float32 on the generator's, else the schedule's, device for a plain callable).
+    ``clip`` clamps every ``x0_hat`` to ``[-clip, clip]``; ``progress`` shows a tqdm bar."""
+
+
+@torch.no_grad()
+def sample_ddpm(
+    model: Model,
+    schedule: Schedule,
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    variance: str = "small",
+    clip: float | None = None,
+    x_T: Tensor | None = None,
+    progress: bool = True,
+    device=None,
+    dtype=None,
+) -> Tensor:
+    """Ancestral sampling, DDPM Algorithm 2: ``x_T ~ N(0, I)``, then ``T`` calls of
+    :func:`ddpm_step` from ``t = T`` down to 1 (book chapter 6). Returns ``x_0``, shape ``shape``;
+    :func:`ddpm_trajectory` returns every state.
+    """
+    return _last(_ddpm_states(model, schedule, shape, generator, variance, clip, x_T, progress, device, dtype))
+
+
+@torch.no_grad()
+def ddpm_trajectory(
+    model: Model,
+    schedule: Schedule,
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    variance: str = "small",
+    clip: float | None = None,
+    x_T: Tensor | None = None,
+    progress: bool = True,
+    device=None,
+    dtype=None,
+) -> Tensor:
+    """:func:`sample_ddpm`, keeping every state: a tensor of shape ``(T + 1, *shape)`` holding
+    ``x_T, x_{T-1}, ..., x_0`` (entry ``k`` is ``x_{T-k}``; the last is ``sample_ddpm``'s result
+    for the same arguments)."""
+    return torch.stack(list(_ddpm_states(model, schedule, shape, generator, variance, clip, x_T, progress, device, dtype)))
 
 
 @torch.no_grad()
@@ -257,37 +396,50 @@ def sample_ddim(
     model: Model,
     schedule: Schedule,
     shape: Sequence[int],
-    steps: int = 50,
+    *,
+    steps: int | None = None,
     eta: float = 0.0,
     spacing: Spacing = "trailing",
     generator: torch.Generator | None = None,
-    *,
     clip: float | None = None,
     x_T: Tensor | None = None,
-    return_trajectory: bool = False,
     progress: bool = True,
     device=None,
     dtype=None,
-):
+) -> Tensor:
     """DDIM sampling (Song et al. 2021, eq. 12 over a sub-sequence tau, section 4.2):
-    ``steps`` calls of :func:`ddim_step` over :func:`timesteps` ``(T, steps, spacing)``,
-    the last one to ``t_prev = 0`` (book chapter 7, claims D5 and D8).
+    ``steps`` calls of :func:`ddim_step` over :func:`timesteps` ``(T, steps=steps, spacing=spacing)``,
+    the last one to ``t_prev = 0`` (book chapter 7, claims D5 and D8). Returns ``x_0``;
+    :func:`ddim_trajectory` returns every state.
 
-    ``eta = 0`` is deterministic given ``x_T``; ``eta = 1`` with every step is DDPM with
-    the small variance. Device, dtype and return value as for :func:`sample_ddpm`
-    (the trajectory has ``steps + 1`` entries).
+    ``steps`` defaults to 50 for a named spacing and to the sequence's length for an explicit one.
+    ``eta = 0`` is deterministic given ``x_T``; ``eta = 1`` with every step is DDPM with the small
+    variance. An ``eta`` for which some step does not exist (possible only above 1) is refused
+    before the first step (see :func:`ddim_step`).
     """
-    if not (isinstance(eta, numbers.Real) and eta >= 0):
-        raise ValueError(f"eta must be a number >= 0, got {eta!r}")
-    seq = timesteps(schedule.T, steps, spacing).tolist()
-    x = _start(model, schedule, shape, generator, x_T, device, dtype)
-    traj = [x] if return_trajectory else None
-    B = x.shape[0]
-    nxt = seq[1:] + [0]
-    for t, t_prev in _progress(zip(seq, nxt), progress, "DDIM", len(seq)):
-        tt = torch.full((B,), t, dtype=torch.long, device=x.device)
-        eps = model(x, tt)
-        x = ddim_step(schedule, x, t, t_prev, eps, eta=eta, clip=clip, generator=generator)
-        if traj is not None:
-            traj.append(x)
-    return (x, torch.stack(traj)) if traj is not None else x
+    return _last(_ddim_states(model, schedule, shape, steps, eta, spacing, generator, clip, x_T, progress, device, dtype))
+
+
+@torch.no_grad()
+def ddim_trajectory(
+    model: Model,
+    schedule: Schedule,
+    shape: Sequence[int],
+    *,
+    steps: int | None = None,
+    eta: float = 0.0,
+    spacing: Spacing = "trailing",
+    generator: torch.Generator | None = None,
+    clip: float | None = None,
+    x_T: Tensor | None = None,
+    progress: bool = True,
+    device=None,
+    dtype=None,
+) -> Tensor:
+    """:func:`sample_ddim`, keeping every state: a tensor of shape ``(S + 1, *shape)`` holding
+    ``x_{tau_S}, ..., x_{tau_1}, x_0`` (the last is ``sample_ddim``'s result for the same arguments)."""
+    return torch.stack(list(_ddim_states(model, schedule, shape, steps, eta, spacing, generator, clip, x_T, progress, device, dtype)))
+
+
+for _f in (sample_ddpm, ddpm_trajectory, sample_ddim, ddim_trajectory):
+    _f.__doc__ += _SAMPLER_ARGS

@@ -1,5 +1,5 @@
 """An exact-score testbed: Gaussian mixtures and their closed-form ``E[eps | x_t]``
-(book chapters 6 and 7, claims S2 and D10).
+(book chapters 6, "Training and sampling", and 7, "DDIM"; claims S2 and D10).
 
 For ``x0 ~ sum_k w_k N(mu_k, S_k)`` the noisy marginal is again a mixture,
 ``q_t = sum_k w_k N(sqrt(abar_t) mu_k, abar_t S_k + (1 - abar_t) I)``, so its score is closed
@@ -10,12 +10,14 @@ form and Tweedie's formula gives the optimal noise predictor
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from ._utils import check_t
 from .schedule import Schedule
 
 
@@ -88,7 +90,7 @@ class GaussianMixture:
         second = torch.einsum("k,kij->ij", self.weights, self.covs + self.means[:, :, None] * self.means[:, None, :])
         return second - torch.outer(m, m)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float32, device=None) -> Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, dtype=torch.float32, device=None) -> Tensor:
         """``n`` draws of ``x0``, shape ``(n, *event_shape)``."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -132,30 +134,42 @@ class GaussianMixture:
         schedule = schedule if schedule is not None else self.schedule
         if schedule is None:
             raise ValueError("eps needs a schedule: pass schedule= or use mixture.bind(schedule)")
-        if isinstance(t, Tensor) and t.dim() == 1:
-            if t.numel() and bool((t == t[0]).all()):
-                return self.eps(x_t, int(t[0]), schedule)
+        t = check_t(t, schedule.T, batch=x_t.shape[0] if x_t.dim() else None)
+        if isinstance(t, Tensor):
+            tc = t.cpu()  # the testbed computes on the CPU in float64
+            if tc.numel() and bool((tc == tc[0]).all()):
+                return self.eps(x_t, int(tc[0]), schedule)
             out = torch.empty_like(x_t)
-            for tv in torch.unique(t.cpu()).tolist():
-                idx = (t == tv).nonzero().squeeze(1)
+            for tv in torch.unique(tc).tolist():
+                idx = (tc == tv).nonzero().squeeze(1).to(x_t.device)
                 out[idx] = self.eps(x_t[idx], int(tv), schedule)
             return out
-        t = int(t)
-        if not 1 <= t <= schedule.T:
-            raise ValueError(f"t must be in 1..{schedule.T}, got {t}")
         a = float(schedule.alpha_bars[t])
         return -math.sqrt(1 - a) * self.score(x_t, a)
 
     def x0_mean(self, x_t: Tensor, t: int, schedule: Schedule | None = None) -> Tensor:
-        """``E[x0 | x_t] = (x_t + (1 - abar_t) grad log q_t) / sqrt(abar_t)`` (Tweedie; claim D10)."""
+        """``E[x0 | x_t] = (x_t + (1 - abar_t) grad log q_t) / sqrt(abar_t)`` (Tweedie; claim D10).
+        ``t``: an int in 0..T (``t = 0`` gives ``x_t`` itself)."""
         schedule = schedule if schedule is not None else self.schedule
-        a = float(schedule.alpha_bars[int(t)])
+        if schedule is None:
+            raise ValueError("x0_mean needs a schedule: pass schedule= or use mixture.bind(schedule)")
+        t = check_t(t, schedule.T, low=0)
+        if not isinstance(t, int):
+            raise ValueError("x0_mean takes one int t for the whole batch")
+        if t == 0:
+            return x_t.clone()
+        a = float(schedule.alpha_bars[t])
         return (x_t + (1 - a) * self.score(x_t, a)) / math.sqrt(a)
 
     def bind(self, schedule: Schedule) -> "GaussianMixture":
-        """Attach a schedule so the mixture is a model: ``mixture(x_t, t) -> E[eps | x_t]``."""
-        self.schedule = schedule
-        return self
+        """A new mixture, the same distribution, bound to ``schedule`` so that it is a model:
+        ``mixture.bind(schedule)(x_t, t) -> E[eps | x_t]``. ``self`` is left unchanged (a handle bound
+        earlier keeps its schedule)."""
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"bind needs a Schedule, got {type(schedule).__name__}")
+        new = copy.copy(self)
+        new.schedule = schedule
+        return new
 
     def __call__(self, x_t: Tensor, t) -> Tensor:
         return self.eps(x_t, t)

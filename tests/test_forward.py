@@ -65,7 +65,7 @@ def test_F3_iterating_steps_matches_closed_form_in_law_not_pathwise():
     for t in range(1, s.T + 1):
         e = torch.randn(n, 1, generator=g, dtype=torch.float64)
         step_noises.append(e)
-        x = ddpm.q_step(s, x, t, e)
+        x = ddpm.q_step(s, x, t, noise=e)
     mean, var = ddpm.q_mean_variance(s, x0[:1], s.T)
     assert x.mean().item() == pytest.approx(mean.item(), abs=5 * (var.item() / n) ** 0.5)
     assert x.var().item() == pytest.approx(var.item(), rel=6 * (2 / n) ** 0.5)
@@ -106,11 +106,11 @@ def test_shapes_and_tensor_t():
     x0 = torch.randn(5, 1, 8, 8)
     t = torch.tensor([1, 10, 100, 999, 1000])
     noise = torch.randn_like(x0)
-    xt = ddpm.q_sample(s, x0, t, noise)
+    xt = ddpm.q_sample(s, x0, t, noise=noise)
     for i in range(5):
-        torch.testing.assert_close(xt[i : i + 1], ddpm.q_sample(s, x0[i : i + 1], int(t[i]), noise[i : i + 1]))
+        torch.testing.assert_close(xt[i : i + 1], ddpm.q_sample(s, x0[i : i + 1], int(t[i]), noise=noise[i : i + 1]))
     assert xt.dtype == torch.float32
-    torch.testing.assert_close(ddpm.q_sample(s, x0, 0, noise), x0)
+    torch.testing.assert_close(ddpm.q_sample(s, x0, 0, noise=noise), x0)
 
 
 @pytest.mark.parametrize(

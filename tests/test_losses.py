@@ -74,12 +74,12 @@ def test_K3_K5_vb_term_decomposition(t, seed):
         r = s.posterior_variance[t] / sigma2
         C = d / 2 * (r - 1 - torch.log(r))
         lam = s.betas[t] ** 2 / (2 * sigma2 * s.alphas[t] * (1 - s.alpha_bars[t]))
-        L = ddpm.vb_term(model, s, x0, t, noise, variance=variance)
+        L = ddpm.vb_term(model, s, x0, t, noise=noise, variance=variance)
         torch.testing.assert_close(L, lam * err + C, rtol=1e-6, atol=1e-9)
         if variance == "small":
             assert C.item() == pytest.approx(0, abs=1e-12)
             # in x0 terms: lambda_t ||eps - eps_hat||^2 = 1/2 (SNR(t-1) - SNR(t)) ||x0 - x0_hat||^2
-            xt = ddpm.q_sample(s, x0, t, noise)
+            xt = ddpm.q_sample(s, x0, t, noise=noise)
             x0_hat = ddpm.predict_x0(s, xt, t, eps_hat)
             torch.testing.assert_close(
                 lam * err, 0.5 * (s.snr[t - 1] - s.snr[t]) * (x0 - x0_hat).pow(2).sum(1), rtol=1e-6, atol=1e-9
@@ -128,8 +128,8 @@ def test_loss_simple_zero_for_the_oracle_and_seeded():
     assert ddpm.loss_simple(Oracle(noise), s, x0, noise=noise).item() == 0
     net = torch.nn.Linear(2, 2)
     model = lambda x, t: net(x)  # noqa: E731
-    a = ddpm.loss_simple(model, s, x0, torch.Generator().manual_seed(3))
-    b = ddpm.loss_simple(model, s, x0, torch.Generator().manual_seed(3))
+    a = ddpm.loss_simple(model, s, x0, generator=torch.Generator().manual_seed(3))
+    b = ddpm.loss_simple(model, s, x0, generator=torch.Generator().manual_seed(3))
     assert a.item() == b.item()
     a.backward()
     assert net.weight.grad is not None and torch.isfinite(net.weight.grad).all()
@@ -138,7 +138,7 @@ def test_loss_simple_zero_for_the_oracle_and_seeded():
 def test_bound_terms_and_bits_per_dim():
     s = Schedule.linear(T=50, beta_start=1e-4 * 20, beta_end=0.02 * 20)
     mix = ddpm.GaussianMixture.ring().bind(s)
-    x0 = mix.sample(16, torch.Generator().manual_seed(0), dtype=torch.float64).clamp(-1, 1)
+    x0 = mix.sample(16, generator=torch.Generator().manual_seed(0), dtype=torch.float64).clamp(-1, 1)
     g = torch.Generator().manual_seed(1)
     out = ddpm.variational_bound(mix, s, x0, generator=g)
     assert out["terms"].shape == (16, 50)

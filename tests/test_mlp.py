@@ -94,7 +94,16 @@ def test_mlp_rejects_bad_inputs():
     m = MLP(MLPConfig(hidden=8, layers=1))
     with pytest.raises(ValueError, match="x must have shape"):
         m(torch.randn(4, 3), torch.ones(4, dtype=torch.long))
-    with pytest.raises(ValueError, match="t must be"):
+    with pytest.raises(ValueError, match="t has 3 entries but the batch has 4"):
         m(torch.randn(4, 2), torch.ones(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="t must be an integer tensor"):
+        m(torch.randn(4, 2), torch.ones(4))
+    with pytest.raises(ValueError, match="t must be >= 0, got -1"):
+        m(torch.randn(4, 2), -1)
+    with pytest.raises(ValueError, match=r"shape \(\) or \(B,\)"):
+        m(torch.randn(4, 2), torch.ones(4, 1, dtype=torch.long))
+    # a 0-d integer tensor is one t for the whole batch, as an int is
+    torch.testing.assert_close(m(torch.randn(4, 2, generator=torch.Generator().manual_seed(0)), torch.tensor(7)),
+                               m(torch.randn(4, 2, generator=torch.Generator().manual_seed(0)), 7))
     with pytest.raises(ValueError, match="config"):
         MLP("big")

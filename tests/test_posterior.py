@@ -26,7 +26,7 @@ def test_E5_posterior_is_bayes(t, seed):
     g = torch.Generator().manual_seed(seed)
     x0, xt = torch.randn(2, 1, generator=g, dtype=torch.float64)
     xprev = torch.randn(50, generator=g, dtype=torch.float64)
-    mean, var = ddpm.q_posterior(s, x0, xt, t)
+    mean, var = ddpm.q_posterior(s, xt, t, x0)
     lhs = _normal_logpdf(xprev, mean, var)
     a, ab, abp = s.alphas[t], s.alpha_bars[t], s.alpha_bars[t - 1]
     rhs = (
@@ -42,7 +42,7 @@ def test_E5_posterior_is_bayes(t, seed):
 def test_E5_t1_is_deterministic():
     s = Schedule.linear()
     x0, xt = torch.randn(2, 4, 3, dtype=torch.float64)
-    mean, var = ddpm.q_posterior(s, x0, xt, 1)
+    mean, var = ddpm.q_posterior(s, xt, 1, x0)
     torch.testing.assert_close(mean, x0)
     assert var.item() == 0
 
@@ -53,8 +53,8 @@ def test_K4_eps_form_of_mean(t, seed):
     s = Schedule.linear()
     g = torch.Generator().manual_seed(seed)
     x0, eps = torch.randn(2, 6, 2, generator=g, dtype=torch.float64)
-    xt = ddpm.q_sample(s, x0, t, eps)
-    mean, _ = ddpm.q_posterior(s, x0, xt, t)
+    xt = ddpm.q_sample(s, x0, t, noise=eps)
+    mean, _ = ddpm.q_posterior(s, xt, t, x0)
     torch.testing.assert_close(ddpm.posterior_mean_from_eps(s, xt, t, eps), mean)
 
 
@@ -64,7 +64,7 @@ def test_D9_conversions_round_trip(t, seed):
     s = Schedule.cosine()
     g = torch.Generator().manual_seed(seed)
     x0, eps = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
-    xt = ddpm.q_sample(s, x0, t, eps)
+    xt = ddpm.q_sample(s, x0, t, noise=eps)
     v = ddpm.v_target(s, x0, t, eps)
     torch.testing.assert_close(ddpm.predict_x0(s, xt, t, eps), x0)
     torch.testing.assert_close(ddpm.x0_to_eps(s, xt, t, x0), eps)
@@ -81,7 +81,7 @@ def test_D9_error_weights(t, seed):
     s = Schedule.linear()
     g = torch.Generator().manual_seed(seed)
     x0, eps, eps_hat = torch.randn(3, 8, generator=g, dtype=torch.float64)
-    xt = ddpm.q_sample(s, x0[None], t, eps[None])
+    xt = ddpm.q_sample(s, x0[None], t, noise=eps[None])
     x0_hat = ddpm.predict_x0(s, xt, t, eps_hat[None])
     v = ddpm.v_target(s, x0[None], t, eps[None])
     v_hat = ddpm.eps_to_v(s, xt, t, eps_hat[None])
@@ -95,8 +95,8 @@ def test_float32_matches_float64():
     s = Schedule.linear()
     x0, xt, eps = torch.randn(3, 16, 2, dtype=torch.float64)
     t = torch.randint(1, 1001, (16,))
-    m64, v64 = ddpm.q_posterior(s, x0, xt, t)
-    m32, v32 = ddpm.q_posterior(s, x0.float(), xt.float(), t)
+    m64, v64 = ddpm.q_posterior(s, xt, t, x0)
+    m32, v32 = ddpm.q_posterior(s, xt.float(), t, x0.float())
     assert m32.dtype == torch.float32
     torch.testing.assert_close(m32.double(), m64, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(v32.double(), v64, rtol=1e-5, atol=1e-8)
@@ -106,8 +106,8 @@ def test_bad_input():
     s = Schedule.linear()
     x = torch.randn(4, 2)
     with pytest.raises(ValueError, match="x_t must have the shape"):
-        ddpm.q_posterior(s, x, torch.randn(3, 2), 5)
+        ddpm.q_posterior(s, torch.randn(3, 2), 5, x)
     with pytest.raises(ValueError, match="t must be in 1..1000"):
-        ddpm.q_posterior(s, x, x, 0)
+        ddpm.q_posterior(s, x, 0, x)
     with pytest.raises(ValueError, match="eps must have the shape"):
         ddpm.predict_x0(s, x, 3, torch.randn(4))

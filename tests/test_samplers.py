@@ -14,38 +14,41 @@ seeds = st.integers(0, 2**31 - 1)
 # ---------------------------------------------------------------- timesteps
 def test_timesteps_spacings():
     T = 1000
-    tr = ddpm.timesteps(T, 10, "trailing")
+    tr = ddpm.timesteps(T, steps=10, spacing="trailing")
     assert tr.tolist() == [1000, 900, 800, 700, 600, 500, 400, 300, 200, 100]
-    le = ddpm.timesteps(T, 10, "leading")
+    le = ddpm.timesteps(T, steps=10, spacing="leading")
     assert le.tolist() == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1] and T not in le.tolist()
-    li = ddpm.timesteps(T, 10, "linspace")
+    li = ddpm.timesteps(T, steps=10, spacing="linspace")
     assert li[0] == T and li[-1] == 1
-    qu = ddpm.timesteps(T, 10, "quadratic")
+    qu = ddpm.timesteps(T, steps=10, spacing="quadratic")
     assert qu[-1] == 1 and qu[0] == int(800) + 1  # (sqrt(0.8 T))^2 = 800, 0-based -> 801
     for sp in ("trailing", "leading", "linspace"):
-        full = ddpm.timesteps(T, T, sp)
+        full = ddpm.timesteps(T, steps=T, spacing=sp)
         assert full.tolist() == list(range(T, 0, -1)), sp
     for sp in ddpm.samplers.SPACINGS:
         for S in (1, 7, 50, 999, 1000):
-            seq = ddpm.timesteps(T, S, sp)
+            seq = ddpm.timesteps(T, steps=S, spacing=sp)
             assert len(seq) == S and (seq[:-1] > seq[1:]).all() and seq.min() >= 1 and seq.max() <= T
-    assert ddpm.timesteps(T, 3, [50, 20, 1]).tolist() == [50, 20, 1]
+    assert ddpm.timesteps(T, steps=3, spacing=[50, 20, 1]).tolist() == [50, 20, 1]
 
 
 @pytest.mark.parametrize(
     "args, match",
     [
-        ((1000, 0), "steps must be an int in 1..1000"),
-        ((1000, 1001), "steps must be an int in 1..1000"),
-        ((1000, 10, "cubic"), "spacing must be one of"),
-        ((1000, 2.5), "steps must be an int"),
-        ((1000, 3, [1, 20, 50]), "strictly decreasing"),
-        ((1000, 3, [1001, 20, 5]), "1..1000"),
+        (dict(steps=0), "steps must be an int in 1..1000"),
+        (dict(steps=1001), "steps must be an int in 1..1000"),
+        (dict(steps=10, spacing="cubic"), "spacing must be one of"),
+        (dict(steps=2.5), "steps must be an int"),
+        (dict(), "steps must be an int"),
+        (dict(steps=3, spacing=[1, 20, 50]), "strictly decreasing"),
+        (dict(steps=3, spacing=[1001, 20, 5]), "1..1000"),
+        (dict(steps=10, spacing=[50, 20, 1]), "conflicts with the explicit sequence of 3"),
+        (dict(spacing=[50.0, 20.0]), "sequence of ints"),
     ],
 )
 def test_timesteps_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
-        ddpm.timesteps(*args)
+        ddpm.timesteps(1000, **args)
 
 
 # ---------------------------------------------------------------- single steps
@@ -53,13 +56,13 @@ def test_timesteps_bad_input(args, match):
 @given(st.integers(1, 1000), seeds)
 def test_D4_sigma_eta1_is_posterior_std(t, seed):
     s = Schedule.linear()
-    sig = ddpm.ddim_sigma(s, t, t - 1, 1.0)
+    sig = ddpm.ddim_sigma(s, t, t - 1, eta=1.0)
     assert sig.item() ** 2 == pytest.approx(s.posterior_variance[t].item(), rel=1e-9, abs=1e-18)
     eta = torch.rand(1, generator=torch.Generator().manual_seed(seed)).item() * 2
     tp = max(0, t - 1 - seed % 50)
     a, ap = s.alpha_bars[t], s.alpha_bars[tp]
     expect = eta * ((1 - ap) / (1 - a)).sqrt() * (1 - a / ap).sqrt()
-    assert ddpm.ddim_sigma(s, t, tp, eta).item() == pytest.approx(expect.item(), rel=1e-12, abs=1e-300)
+    assert ddpm.ddim_sigma(s, t, tp, eta=eta).item() == pytest.approx(expect.item(), rel=1e-12, abs=1e-300)
 
 
 @settings(max_examples=25, deadline=None)
@@ -84,13 +87,13 @@ def test_D5_update_formula_and_S1(t, seed):
     x, eps, z = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
     tp = max(0, t - 1 - seed % 100)
     eta = 0.5
-    sig = ddpm.ddim_sigma(s, t, tp, eta)
+    sig = ddpm.ddim_sigma(s, t, tp, eta=eta)
     x0h = ddpm.predict_x0(s, x, t, eps)
     ap = s.alpha_bars[tp]
     expect = ap.sqrt() * x0h + (1 - ap - sig**2).sqrt() * eps + sig * z
     torch.testing.assert_close(ddpm.ddim_step(s, x, t, tp, eps, eta=eta, noise=z), expect)
     # S1: the ancestral mean is the posterior mean at x0_hat (unclipped)
-    mean, var = ddpm.q_posterior(s, x0h, x, t)
+    mean, var = ddpm.q_posterior(s, x, t, x0h)
     torch.testing.assert_close(ddpm.ddpm_step(s, x, t, eps, noise=z), mean + (var.sqrt() if t > 1 else 0) * z)
 
 
@@ -145,7 +148,7 @@ def test_D2_D8_family_keeps_marginals(t, t_prev, eta):
     n = 200_000
     x0 = torch.tensor([[0.6, -0.3]], dtype=torch.float64).expand(n, 2)
     eps = torch.randn(n, 2, generator=g, dtype=torch.float64)
-    xt = ddpm.q_sample(s, x0, t, eps)
+    xt = ddpm.q_sample(s, x0, t, noise=eps)
     out = ddpm.ddim_step(s, xt, t, t_prev, eps, eta=eta, generator=g)
     mean, var = ddpm.q_mean_variance(s, x0[:1], t_prev)
     v = var.item()
@@ -174,7 +177,7 @@ def test_S2_ddpm_1000_reproduces_mixture():
     s = Schedule.linear()
     mix = _mixture().bind(s)
     n = 4000
-    x = ddpm.sample_ddpm(mix, s, (n, 2), torch.Generator().manual_seed(0), progress=False, dtype=torch.float64)
+    x = ddpm.sample_ddpm(mix, s, (n, 2), generator=torch.Generator().manual_seed(0), progress=False, dtype=torch.float64)
     _moments_close(x, mix, n)
 
 
@@ -202,10 +205,13 @@ def test_ddim_error_shrinks_as_steps_grow():
 def test_ddim_eta1_all_steps_equals_ddpm_small_given_same_noise():
     s = Schedule.linear(T=200, beta_start=5e-4, beta_end=0.1)
     mix = _mixture().bind(s)
-    a = ddpm.sample_ddim(mix, s, (64, 2), steps=200, eta=1.0, generator=torch.Generator().manual_seed(5), progress=False, dtype=torch.float64, return_trajectory=True)
-    b = ddpm.sample_ddpm(mix, s, (64, 2), torch.Generator().manual_seed(5), progress=False, dtype=torch.float64, return_trajectory=True)
-    torch.testing.assert_close(a[1], b[1])  # step by step
-    assert a[1].shape == (201, 64, 2)
+    a = ddpm.ddim_trajectory(mix, s, (64, 2), steps=200, eta=1.0, generator=torch.Generator().manual_seed(5), progress=False, dtype=torch.float64)
+    b = ddpm.ddpm_trajectory(mix, s, (64, 2), generator=torch.Generator().manual_seed(5), progress=False, dtype=torch.float64)
+    torch.testing.assert_close(a, b)  # step by step
+    assert a.shape == (201, 64, 2)
+    # the trajectory's last state is the sampler's result for the same seed
+    c = ddpm.sample_ddpm(mix, s, (64, 2), generator=torch.Generator().manual_seed(5), progress=False, dtype=torch.float64)
+    torch.testing.assert_close(b[-1], c, rtol=0, atol=0)
 
 
 def test_eta0_is_deterministic_and_eta1_is_not():
@@ -235,12 +241,12 @@ def test_sampler_options_clip_and_image_shapes():
     model = lambda x, t: 3 * torch.ones_like(x)  # noqa: E731  (x0_hat far outside [-1, 1])
     x = ddpm.sample_ddim(model, s, (3, 1, 4, 4), steps=10, clip=1.0, generator=torch.Generator().manual_seed(0), progress=False)
     assert x.shape == (3, 1, 4, 4) and x.abs().max() <= 1.0 + 1e-6
-    y = ddpm.sample_ddpm(model, s, (3, 1, 4, 4), torch.Generator().manual_seed(0), clip=1.0, progress=False)
+    y = ddpm.sample_ddpm(model, s, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0), clip=1.0, progress=False)
     assert y.abs().max() <= 1.0 + 1e-6
     seen = []
     ddpm.sample_ddim(lambda x, t: (seen.append(t), torch.zeros_like(x))[1], s, (2, 3), steps=5, progress=False)
     assert all(t.dtype == torch.long and t.shape == (2,) for t in seen)
-    assert [int(t[0]) for t in seen] == ddpm.timesteps(50, 5).tolist() and seen[0][0] == 50
+    assert [int(t[0]) for t in seen] == ddpm.timesteps(50, steps=5).tolist() and seen[0][0] == 50
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ betas_strategy = st.lists(st.floats(1e-5, 0.5), min_size=1, max_size=60)
 
 def test_indexing_convention():
     s = Schedule.linear(T=10)
-    assert s.T == 10 and len(s) == 10
+    assert s.T == 10 and len(s) == 11 and list(range(len(s))) == list(range(s.T + 1))
     for name in ("betas", "alphas", "alpha_bars", "posterior_variance", "snr", "log_snr"):
         v = getattr(s, name)
         assert v.shape == (11,) and v.dtype == torch.float64, name

@@ -1,6 +1,6 @@
 """Sinusoidal time embedding (Vaswani et al. 2017, sec. 3.5; used by DDPM, Ho et al. 2020, appendix B).
 
-Book: chapter "Training a denoiser" (models section) explains why the network sees ``t`` through sines
+Book: chapter 6, "Training and sampling", explains why the network sees ``t`` through sines
 and cosines of geometrically spaced frequencies rather than as a raw number.
 """
 

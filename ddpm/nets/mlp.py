@@ -1,7 +1,8 @@
 """A small residual MLP noise predictor for 2-D (or any flat) data.
 
-Book: chapter "Training a denoiser" trains it on the 2-D toys. ``model(x_t, t)`` returns
-``eps_hat`` with the shape of ``x_t``; ``t`` is a LongTensor ``(B,)`` on ``1..T`` (or an int).
+Book: chapter 6, "Training and sampling", trains it on the 2-D toys. ``model(x_t, t)`` returns
+``eps_hat`` with the shape of ``x_t``; ``t`` is an int or an integer tensor of shape ``()`` or ``(B,)``
+(``1..T`` in DDPM use), checked by ``ddpm._utils.check_t``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from .._utils import net_times
 from .embedding import sinusoidal_embedding
 
 
@@ -86,10 +88,7 @@ class MLP(nn.Module):
         B = x.shape[0] if x.dim() >= 1 else 0
         if x.dim() < 2 or math.prod(x.shape[1:]) != self.config.dim:
             raise ValueError(f"x must have shape (B, {self.config.dim}) (or (B, ...) holding {self.config.dim} numbers), got {tuple(x.shape)}")
-        if isinstance(t, numbers.Integral) and not isinstance(t, bool):
-            t = torch.full((B,), int(t), dtype=torch.long, device=x.device)
-        if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != B:
-            raise ValueError(f"t must be an int or a tensor of shape ({B},), got {getattr(t, 'shape', t)!r}")
+        t = net_times(t, B, x.device)  # (B,)
         emb = self.time_mlp(sinusoidal_embedding(t, self.config.time_dim).to(x.dtype))  # (B, hidden)
         h = self.inp(x.reshape(B, -1))  # (B, hidden)
         for block in self.blocks:

@@ -1,6 +1,6 @@
 """The DDPM U-Net (Ho et al. 2020, appendix B; a PixelCNN++ / Wide-ResNet backbone with self-attention).
 
-Book: chapter "Training a denoiser" (models section) and the GPU appendix. The network maps a noisy image
+Book: chapter 6, "Training and sampling", and the appendix "The package on a GPU". The network maps a noisy image
 ``x_t`` and its time index ``t`` to a prediction of the noise, ``eps_theta(x_t, t)`` (DDPM eq. 11-14).
 
 Layout (for ``channel_mults = (1, 2, 2, 2)`` at 32x32, the paper's CIFAR-10 network)::
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._utils import net_times as _net_times
 from .embedding import sinusoidal_embedding
 
 __all__ = ["UNetConfig", "UNet", "PRESETS"]
@@ -204,8 +205,8 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """eps-prediction U-Net: ``UNet(config)(x (B, C, H, W), t (B,)) -> eps_hat (B, C, H, W)``.
 
-    ``t`` is the time index of the equations (an int, a 0-d tensor or a ``(B,)`` tensor; integer
-    ``1..T`` in DDPM use). ``UNet.preset(name)`` builds a named configuration (``PRESETS``).
+    ``t`` is the time index of the equations: an int, or an integer tensor of shape ``()`` or ``(B,)``,
+    ``>= 0`` (``1..T`` in DDPM use; the network does not know ``T``), checked by ``ddpm._utils.check_t``. ``UNet.preset(name)`` builds a named configuration (``PRESETS``).
     """
 
     def __init__(self, config: UNetConfig | None = None):
@@ -269,15 +270,7 @@ class UNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def _times(self, t, B: int, device) -> Tensor:
-        if isinstance(t, bool) or not isinstance(t, (numbers.Real, Tensor)):
-            raise ValueError(f"t must be an int or a LongTensor of shape (B,), got {type(t).__name__}")
-        if not isinstance(t, Tensor):
-            return torch.full((B,), float(t), device=device)
-        if t.dim() == 0:
-            return t.reshape(1).expand(B).to(device)
-        if t.dim() != 1 or t.shape[0] != B:
-            raise ValueError(f"t must have shape (B,) = ({B},), got shape {tuple(t.shape)}")
-        return t.to(device)
+        return _net_times(t, B, device)
 
     def forward(self, x: Tensor, t) -> Tensor:
         cfg = self.config
