@@ -426,3 +426,54 @@ def test_coursework_check_bites():
 def test_exercises_follow_the_coursework_convention(chapter):
     problems = coursework_problems(load(chapter), chapter)
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures: every image a chapter's cell shows is a numbered figure with a caption and alt text
+# (myst-nb cell metadata; the website test checks the rendered pages, this one the sources).
+
+IMAGE_MIMES = {"image/png", "image/svg+xml", "image/jpeg"}
+
+
+def figure_problems(nb: dict, name: str) -> list[str]:
+    where = f"{name}.ipynb"
+    probs = []
+    chapter_no = re.match(r"ch(\d+)_", name)
+    for i, c in enumerate(nb["cells"]):
+        if c["cell_type"] != "code":
+            continue
+        images = [o for o in c.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")
+                  and IMAGE_MIMES & set(o.get("data", {}))]
+        if not images:
+            continue
+        if len(images) > 1:
+            probs.append(f"{where} cell {i}: {len(images)} images in one cell; one figure per cell")
+        meta = c.get("metadata", {}).get("mystnb", {})
+        fig, img = meta.get("figure", {}), meta.get("image", {})
+        caption, fname, alt = str(fig.get("caption", "")).strip(), str(fig.get("name", "")), str(img.get("alt", "")).strip()
+        if not caption:
+            probs.append(f"{where} cell {i}: figure without a caption (metadata mystnb.figure.caption)")
+        if chapter_no and not re.fullmatch(rf"fig-ch{int(chapter_no.group(1))}-[a-z0-9-]+", fname):
+            probs.append(f"{where} cell {i}: figure name {fname!r} is not fig-ch{int(chapter_no.group(1))}-<slug> (metadata mystnb.figure.name)")
+        if len(alt) < 15 or re.search(r"\.(png|svg|jpe?g)$|_images/", alt):
+            probs.append(f"{where} cell {i}: figure alt text {alt!r} is not a description (metadata mystnb.image.alt, >= 15 characters)")
+    return probs
+
+
+def test_figure_check_bites():
+    def nb_with(meta):
+        out = {"output_type": "display_data", "data": {"image/png": "iVBOR", "text/plain": "<Figure>"}, "metadata": {}}
+        return {"cells": [{"cell_type": "code", "source": "plt.show()", "metadata": meta, "outputs": [out]}]}
+
+    good = {"mystnb": {"figure": {"name": "fig-ch9-x", "caption": "Look at the dip."}, "image": {"alt": "A curve with a dip near t = 350."}}}
+    assert figure_problems(nb_with(good), "ch9_x") == []
+    assert "caption" in " ".join(figure_problems(nb_with({}), "ch9_x"))
+    bad_alt = json.loads(json.dumps(good))
+    bad_alt["mystnb"]["image"]["alt"] = "fig_1.png"
+    assert "alt text" in " ".join(figure_problems(nb_with(bad_alt), "ch9_x"))
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_figures_have_captions_and_alt_text(chapter):
+    problems = figure_problems(load(chapter), chapter)
+    assert not problems, "\n".join(problems)
