@@ -256,19 +256,28 @@ def _tags(cell) -> list[str]:
 
 
 def _names_stored(code: str) -> set[str]:
-    """Top-level names a cell binds (assignments, defs, imports, for/with targets)."""
+    """Names a cell binds at its top level (assignments, defs, imports, for/with targets); names
+    local to its functions, lambdas and comprehensions are not the notebook's."""
     out = set()
     try:
         tree = ast.parse(re.sub(r"^\s*[%!].*$", "", code, flags=re.M))
     except SyntaxError:
         return out
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            out.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            out.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            out |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+              ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+    def visit(node):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out.add(child.name)
+            elif isinstance(child, (ast.Import, ast.ImportFrom)):
+                out.update((a.asname or a.name).split(".")[0] for a in child.names)
+            elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                out.add(child.id)
+            if not isinstance(child, scopes):
+                visit(child)
+
+    visit(tree)
     return out
 
 
@@ -359,7 +368,9 @@ def coursework_problems(nb: dict, name: str) -> list[str]:
         for j in sols:
             for n in _names_stored(src(cells[j])) - stub_names:
                 solution_only.setdefault(n, j)
-        missing = (set().union(*(_names_stored(src(cells[j])) for j in sols)) & _names_loaded(src(cells[k]))) - stub_names
+        check_src = src(cells[k])
+        missing = ((set().union(*(_names_stored(src(cells[j])) for j in sols)) & _names_loaded(check_src))
+                   - stub_names - _names_stored(check_src))
         for n in sorted(missing):
             probs.append(f"{where} cell {k}: the check of {ex} uses {n!r}, which only the solution (not the starting cell {s}) defines")
     # no cell outside the solutions may need a name that only a solution defines
@@ -373,7 +384,8 @@ def coursework_problems(nb: dict, name: str) -> list[str]:
             continue
         for i in range(j + 1, len(cells)):
             c = cells[i]
-            if c["cell_type"] == "code" and i not in sol_cells and n in _names_loaded(src(c)):
+            if (c["cell_type"] == "code" and i not in sol_cells and n in _names_loaded(src(c))
+                    and n not in _names_stored(src(c))):
                 if "exercise-check" in _tags(c):
                     continue  # reported above, with the exercise's name
                 probs.append(f"{where} cell {i} uses {n!r}, which only the solution cell {j} defines: "
