@@ -105,16 +105,19 @@ def prepare(nb, manifest_entry: dict, variant: int):
     return prepared, check_at, owned, early
 
 
+def _rows(results: Path) -> list[dict]:
+    """The rows the child process streamed so far (a line cut by a kill is skipped)."""
+    out = []
+    for line in results.read_text().splitlines() if results.exists() else []:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def _kill(proc: subprocess.Popen, results: Path) -> None:
-    pids = []
-    if results.exists():
-        for line in results.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if row.get("kernel_pid"):
-                pids.append(int(row["kernel_pid"]))
+    pids = [int(r["kernel_pid"]) for r in _rows(results) if r.get("kernel_pid")]
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
@@ -157,18 +160,13 @@ def execute(prepared, grader_dir: Path, cell_timeout: int, notebook_timeout: int
             fatal = f"the notebook ran past its {notebook_timeout} s limit"
         seconds = time.perf_counter() - t0
         rows, done = {}, False
-        if results.exists():
-            for line in results.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if "cell" in row:
-                    rows[row["cell"]] = row
-                elif "fatal" in row and fatal is None:
-                    fatal = f"the kernel stopped: {row['fatal']}"
-                elif row.get("done"):
-                    done = True
+        for row in _rows(results):
+            if "cell" in row:
+                rows[row["cell"]] = row
+            elif "fatal" in row and fatal is None:
+                fatal = f"the kernel stopped: {row['fatal']}"
+            elif row.get("done"):
+                done = True
         if fatal is None and not done:
             fatal = "the kernel stopped before the end of the notebook"
         return rows, fatal, seconds

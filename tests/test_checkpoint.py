@@ -16,12 +16,6 @@ from ddpm.cli import main
 from ddpm.ema import EMA
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 def _saved(tmp_path, step=7):
     torch.manual_seed(0)

@@ -14,12 +14,6 @@ SMALL = ["--hidden", "32", "--layers", "1", "--T", "100", "--n", "2000", "--batc
          "--threads", "1", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def moons_run(tmp_path_factory):

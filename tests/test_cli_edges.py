@@ -19,12 +19,6 @@ TINY = ["--T", "20", "--batch-size", "16", "--threads", "1", "--no-progress", "-
 MLP = ["--hidden", "16", "--layers", "1", "--n", "200"]
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 def one_error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()

@@ -14,12 +14,7 @@ from ddpm.runfolder import RunFolder, RunFolderError, grid_png
 from ddpm.train import Interrupted
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.threads(1)  # small models: one thread is the fastest here
 
 
 class Counting(MLP):

@@ -12,12 +12,7 @@ from ddpm.ema import EMA, ema_decay
 from ddpm.train import lr_at, resolve_device
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.threads(1)  # small models: one thread is the fastest here
 
 
 def small_mlp(seed=0):
