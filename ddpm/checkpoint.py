@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ._io import atomic_write, atomic_write_bytes  # noqa: F401 - atomic_write_bytes is re-exported
+from ._io import atomic_write
 from .config import TrainConfig
 from .presets import class_name, model_from_config
 from .schedule import Schedule

@@ -50,7 +50,7 @@ def os_error(path, action: str, e: OSError) -> RunFolderError:
 def atomic_write(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, ``os.replace``);
     an OS error becomes a :class:`RunFolderError` naming ``path``."""
-    from .checkpoint import atomic_write_bytes
+    from ._io import atomic_write_bytes
 
     path = Path(path)
     try:
