@@ -169,9 +169,8 @@ def glue_uses(text: str) -> list[str]:
     out = []
     for n in names:
         n = n.strip()
-        if "::" not in n:  # role text "name:.3f": the format follows the first colon
-            n = n.split(":", 1)[0]
-        out.append(n)
+        doc, sep, key = n.rpartition("::")  # "notebook.ipynb::name:.3f" or "name:.3f"
+        out.append(doc + sep + key.split(":", 1)[0])
     return out
 
 
@@ -212,6 +211,7 @@ def test_glue_finds_names_it_should():
     """The parser itself: roles with and without formats, directives, and a glue call."""
     text = "a {glue:text}`t_star:.1f` b {glue}`n_train` c\n```{glue:figure} fig_x\n:name: f\n```\n"
     assert glue_uses(text) == ["t_star", "n_train", "fig_x"]
+    assert glue_uses("{glue:text}`ch3.ipynb::abar-T:.3e`") == ["ch3.ipynb::abar-T"]
     nb = {"cells": [{"cell_type": "code", "source": 'from myst_nb import glue\nglue("t_star", 1.0, display=False)', "outputs": []}]}
     assert glued_names(nb) == {"t_star"}
     assert set(glue_uses(text)) - glued_names(nb) == {"n_train", "fig_x"}
@@ -242,6 +242,30 @@ def test_every_glued_name_is_glued(page):
             else:
                 assert n in have, (f"{page.name} cell {i} uses {{glue}}`{n}`, but no cell of {page.name} "
                                    f"calls glue({n!r}, ...): glue it, or fix the name")
+
+
+
+# A page without cells quotes a computed number only through glue. What such a page may type: the
+# schedule's parameters and sizes (definitions, not results), and numbers quoted from a cited paper.
+TYPED_ALLOWED = {
+    "0.02", "1000", "300", "100", "2000", "255",  # DDPM's linear schedule, T, the bin width 2/255
+    "4.04", "4.67", "13.36",  # DDIM paper, Table 1 (errata item 5 cites it)
+}
+_FENCED = re.compile(r"(?ms)^(`{3,}|:{3,}).*?^\1")
+_NOT_PROSE = re.compile(r"(?:sec|eq|eqs|Table|Algorithm)\.? \d[\d.]*|\{[a-z:-]+\}`[^`]*`|``[^`]*``|`[^`]*`|\(\w[\w-]*\)=|\[[^\]]*\]\([^)]*\)|href=\"[^\"]*\"|<[^>]+>")
+_NUMBER = re.compile(r"(?<![\w.{^-])\d+\.\d+|(?<![\w.{^-])\d{3,}(?![\w}])")
+
+
+@pytest.mark.parametrize("page", [p for p in book_pages() if p.suffix == ".md"], ids=lambda p: p.name)
+def test_pages_without_cells_type_no_computed_numbers(page):
+    text = _NOT_PROSE.sub(" ", _FENCED.sub(" ", page.read_text()))  # code, references to a paper's sections, roles
+    typed = sorted(set(_NUMBER.findall(text)) - TYPED_ALLOWED)
+    assert not typed, (f"{page.name} types the number(s) {typed} by hand: glue them from the notebook that "
+                       "computes them ({glue:text}`<notebook>.ipynb::name:fmt`), or add a cited source")
+
+
+def test_typed_number_check_can_fail():
+    assert _NUMBER.findall(_NOT_PROSE.sub(" ", "SNR(1) = 9999 and {glue:text}`a.ipynb::b:.3e` and 0.0064")) == ["9999", "0.0064"]
 
 
 # ---------------------------------------------------------------------------------------------
