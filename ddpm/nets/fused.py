@@ -20,8 +20,9 @@ from torch import Tensor, nn
 
 __all__ = ["GroupNorm", "group_norm_nhwc"]
 
-# Switch for A/B measurements (benchmarks/gpu_probe.py); read when a graph is traced.
-NHWC_GROUPNORM = True
+# Off by default: with the compiler's layout planning forced on (ddpm.fast.compile_net) it measured slower
+# than PyTorch's own GroupNorm (benchmarks/NOTES.md). A switch for A/B runs, read when a graph is traced.
+NHWC_GROUPNORM = False
 
 
 def group_norm_nhwc(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
