@@ -214,12 +214,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a tiny CPU run that checks the script")
     args = ap.parse_args(argv)
     known = {*RECIPES, WHOLE_STEP}
-    if not set(args.recipes.split(",")) <= known or not set(args.sides.split(",")) <= {"peer", "ours"} \
+    if not {r for r in args.recipes.split(",") if r} <= known or not set(args.sides.split(",")) <= {"peer", "ours"} \
             or not set(args.stages.split(",")) <= {"syncs", "profile", "curve", "copies", ""}:
         print(f"--recipes must be among {sorted(known)}, --sides among peer, ours, --stages among syncs, profile, "
               "curve, copies", file=sys.stderr)
         return 2
-    chosen, sides, stages = args.recipes.split(","), args.sides.split(","), args.stages.split(",")
+    chosen, sides, stages = [r for r in args.recipes.split(",") if r], args.sides.split(","), args.stages.split(",")
     cuda = torch.cuda.is_available()
     if not cuda and not args.quick:
         print("gpu_train needs a CUDA device; use --quick to check the script on the CPU", file=sys.stderr)
