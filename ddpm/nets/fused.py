@@ -1,4 +1,4 @@
-"""GroupNorm in the layout the network runs in (appendix "The package on a GPU").
+"""GroupNorm in the layout the network runs in (book appendix "Appendix: the package on a GPU").
 
 PyTorch's GroupNorm kernel on the GPU reads and writes NCHW: on a channels-last (NHWC) activation it first
 copies the tensor to NCHW, and the next convolution copies its output back to NHWC. Under ``torch.compile``
