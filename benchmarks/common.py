@@ -235,7 +235,7 @@ class PeerTrainer:
         self.unet = unet.to(self.device).train()
         if channels_last:
             self.unet = self.unet.to(memory_format=torch.channels_last)
-        self.net = torch.compile(self.unet, mode=compile) if compile else self.unet
+        self.net = torch.compile(self.unet, mode=compile, dynamic=False) if compile else self.unet
         self.cudagraphs = compile == "reduce-overhead"
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=lr, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8,
                                      **({"fused": True} if fused else {}))

@@ -21,6 +21,7 @@ import time
 import torch
 
 import ddpm
+import ddpm.fast
 from ddpm.nets.unet import UNet
 
 from . import common
@@ -44,7 +45,7 @@ class PeerSampler:
         self.cl = compile
         if compile:
             self.unet = self.unet.to(memory_format=torch.channels_last)
-        self.net = torch.compile(self.unet, mode="reduce-overhead") if compile else self.unet
+        self.net = torch.compile(self.unet, mode="reduce-overhead", dynamic=False) if compile else self.unet
         self.bf16, self.device = bf16, device
 
     @torch.no_grad()
@@ -95,22 +96,33 @@ def main(argv=None) -> int:
     x_T = torch.randn(shape, device=device, generator=torch.Generator(device=device).manual_seed(123))
     outs = {}
 
-    with rec.stage("ours:bf16", need=60) as ok:
-        if ok:
+    def ours(label: str, force_layout: bool):
+        """One of ours: ``force_layout`` sets ``ddpm.fast.FORCE_LAYOUT_OPT`` (the package's default: True)."""
+        with rec.stage(f"ours:{label}", need=60) as ok:
+            if not ok:
+                return
+            ddpm.fast.FORCE_LAYOUT_OPT = force_layout
+            torch._dynamo.reset()
             t0 = time.perf_counter()
             net = ddpm.FastEps(ours_model(device), bf16=cuda, channels_last=cuda, cudagraphs=cuda, compile=cuda)
             ddim = lambda: ddpm.sample_ddim(net, s, shape, steps=ddim_steps, x_T=x_T, progress=False)  # noqa: E731
-            outs["ours"] = ddim()
-            r = {"compile_and_first_run_s": time.perf_counter() - t0, "ddim50": timed(ddim, args.repeats)}
+            outs[label] = ddim()
+            r = {"force_layout_opt": force_layout, "compile_and_first_run_s": time.perf_counter() - t0,
+                 "ddim50": timed(ddim, args.repeats)}
             g = torch.Generator(device=device)
             r["ddpm1000"] = timed(lambda: ddpm.sample_ddpm(net, s_ddpm, shape, generator=g.manual_seed(1), x_T=x_T,
                                                            variance="small", progress=False), args.ddpm_repeats)
             r["ddpm1000_over_ddim50"] = r["ddpm1000"]["median_s"] / r["ddim50"]["median_s"]
-            rec["ours"]["bf16"] = r
-            print("ours", {k: (v["median_s"] if isinstance(v, dict) else v) for k, v in r.items()}, flush=True)
+            rec["ours"][label] = r
+            print("ours", label, {k: (v["median_s"] if isinstance(v, dict) else v) for k, v in r.items()}, flush=True)
             del net
+            ddpm.fast.FORCE_LAYOUT_OPT = True
+
+    ours("bf16", True)  # the package's FastEps as a user gets it
 
     for variant, comp in (("bf16+compile+cudagraphs", True), ("bf16", False)):
+        if variant == "bf16":
+            ours("bf16:inductor_layout_heuristic", False)  # A/B: the compiler's own layout choice
         with rec.stage(f"peer:{variant}", need=60) as ok:
             if ok:
                 ps = PeerSampler(device, compile=comp and cuda, bf16=cuda)
@@ -123,6 +135,7 @@ def main(argv=None) -> int:
                 rec["peer"][variant] = r
                 print("peer", variant, {k: v["median_s"] for k, v in r.items()}, flush=True)
                 del ps
+    torch._dynamo.reset()
 
     o, p = rec["ours"].get("bf16"), rec["peer"].get("bf16+compile+cudagraphs")
     if o and p:

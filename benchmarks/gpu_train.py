@@ -214,12 +214,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a tiny CPU run that checks the script")
     args = ap.parse_args(argv)
     known = {*RECIPES, WHOLE_STEP}
-    if not set(args.recipes.split(",")) <= known or not set(args.sides.split(",")) <= {"peer", "ours"} \
-            or not set(args.stages.split(",")) <= {"syncs", "profile", "curve", ""}:
+    if not {r for r in args.recipes.split(",") if r} <= known or not set(args.sides.split(",")) <= {"peer", "ours"} \
+            or not set(args.stages.split(",")) <= {"syncs", "profile", "curve", "copies", ""}:
         print(f"--recipes must be among {sorted(known)}, --sides among peer, ours, --stages among syncs, profile, "
-              "curve", file=sys.stderr)
+              "curve, copies", file=sys.stderr)
         return 2
-    chosen, sides, stages = args.recipes.split(","), args.sides.split(","), args.stages.split(",")
+    chosen, sides, stages = [r for r in args.recipes.split(",") if r], args.sides.split(","), args.stages.split(",")
     cuda = torch.cuda.is_available()
     if not cuda and not args.quick:
         print("gpu_train needs a CUDA device; use --quick to check the script on the CPU", file=sys.stderr)
@@ -258,6 +258,7 @@ def main(argv=None) -> int:
         with rec.stage(label, need=need) as ok:
             if not ok:
                 return
+            torch._dynamo.reset()  # a fresh compile for every measurement (no shape-generic graphs)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             fn = ours if side == "ours" else peer
@@ -277,6 +278,14 @@ def main(argv=None) -> int:
     for recipe in sorted(recipes, key=lambda r: r != FASTEST):  # the first batch size, the fastest recipe first
         for side in ("peer", "ours"):
             measure(side, recipe, b0, need=60)
+
+    for batch in batches[1:]:  # the other batch sizes (each one recompiles both networks)
+        for recipe in (FASTEST, "bf16+compile"):
+            if recipe in recipes:
+                for side in ("peer", "ours"):
+                    measure(side, recipe, batch, need=70)
+        if cuda:
+            measure("ours", WHOLE_STEP, batch, need=60)
 
     if cuda and "syncs" in stages:
         with rec.stage("syncs", need=40) as ok:
@@ -300,20 +309,12 @@ def main(argv=None) -> int:
                 print("loss curve", {k: [round(v, 4) for v in vals] for k, vals in rec["loss_curve"]["window_means"].items()}, flush=True)
 
 
-    if cuda and "profile" in stages:
+    if cuda and "copies" in stages:
         with rec.stage("profile_no_graphs", need=50) as ok:
             if ok:
                 rec["profile"]["bf16+compile"] = profile_ours(pool, b0, "bf16+compile", steps=10)
                 for row in rec["profile"]["bf16+compile"]["copy_ops"][:8]:
                     print("copy", row, flush=True)
-    for batch in batches[1:]:
-        for recipe in (FASTEST, "bf16+compile"):
-            if recipe in recipes:
-                for side in ("peer", "ours"):
-                    measure(side, recipe, batch, need=70)
-        if cuda:
-            measure("ours", WHOLE_STEP, batch, need=60)
-
     summary = {}
     for batch in batches:
         for recipe in RECIPES:

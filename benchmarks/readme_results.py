@@ -27,13 +27,20 @@ def render() -> str:
     lines = [
         START,
         f"GPU ({s['device']}, torch {src['torch']}, diffusers {src['diffusers']}; the DDPM CIFAR-10 network, "
-        f"{s['params']['ours']:,} parameters in both implementations, batch 128, one process, EMA included):",
+        f"{s['params']['ours']:,} parameters in both implementations, batch 128, one GPU, EMA included):",
         "",
         "| measurement | result |",
         "|---|---|",
         f"| training, same recipe for both ({s['train_same_recipe_mode']}, channels-last, fused AdamW) | ours "
         f"{s['train_ours_same_recipe_img_per_s']:,.0f} img/s, diffusers {s['train_peer_same_recipe_img_per_s']:,.0f} img/s: "
         f"**{s['train_speedup_vs_diffusers_same_recipe']:.2f}x** |",
+    ]
+    if "train_speedup_vs_diffusers_same_recipe_b256" in s:
+        lines.append(
+            f"| same, batch 256 | ours {s['train_ours_same_recipe_img_per_s_b256']:,.0f} img/s, diffusers "
+            f"{s['train_peer_same_recipe_img_per_s_b256']:,.0f} img/s: {s['train_speedup_vs_diffusers_same_recipe_b256']:.2f}x "
+            f"({100 * s['train_ours_mfu_vs_measured_matmul_b256']:.0f}% of the measured matrix rate) |")
+    lines += [
         f"| training, `ddpm.train`'s fastest flags against diffusers without CUDA graphs ({s['train_peer_mode']}, "
         f"{s['train_peer_img_per_s']:,.0f} img/s) | {s['train_speedup_vs_diffusers']:.2f}x |",
         f"| model FLOP utilisation (training) | {100 * s['train_ours_mfu_vs_measured_matmul']:.0f}% of the card's "

@@ -2,10 +2,15 @@
 
     python -m benchmarks.summarize
 
-Reads ``train.json`` (eager and compiled recipes), ``train_fast.json`` (the CUDA-graph recipes, the
-profile, the loss curve), ``sample.json``, ``fashion.json`` and the CUDA test log under
-``benchmarks/results/`` (whichever exist), and keeps the earlier card's summary as labelled history
-(``results/h100/summary.json``). Nothing here is typed by hand.
+Reads under ``benchmarks/results/`` (whichever exist): ``train.json`` (eager and compiled recipes, both
+sides), ``train_fast_prev.json`` (the fastest recipes of the package's previous version, the whole-step
+graph), ``train_fast_nhwc_gn.json`` (diffusers in the fastest recipe at batch 128 and 256; ours with the NHWC
+GroupNorm switch on; the sync count; the loss curve), ``train_fast.json`` (ours, the package's fastest flags,
+batch 128 and 256), ``train_profile.json`` (the kernel profile of that step), ``probe.json`` (the A/B of the
+layout switches, diffusers in the same process), ``sample.json``, ``fashion.json`` and the CUDA test log;
+keeps the earlier card's summary as labelled history (``results/h100/summary.json``). A later file's row
+replaces an earlier one of the same label; ours with the NHWC GroupNorm switch is relabelled. Nothing here is
+typed by hand.
 """
 
 from __future__ import annotations
@@ -42,16 +47,23 @@ def pytest_counts(text: str) -> dict:
 
 
 def main() -> dict:
-    train, fast, sample, fashion = (load(n) for n in ("train.json", "train_fast.json", "sample.json", "fashion.json"))
+    train, prev, gn, fast, prof_rec, probe, sample, fashion = (load(n) for n in (
+        "train.json", "train_fast_prev.json", "train_fast_nhwc_gn.json", "train_fast.json", "train_profile.json",
+        "probe.json", "sample.json", "fashion.json"))
     s: dict = {"sources": {}}
-    for name, d in (("train", train), ("train_fast", fast), ("sample", sample), ("fashion", fashion)):
+    for name, d in (("train", train), ("train_fast_prev", prev), ("train_fast_nhwc_gn", gn), ("train_fast", fast),
+                    ("train_profile", prof_rec), ("probe", probe), ("sample", sample), ("fashion", fashion)):
         if d:
             e = d["env"]
             s["sources"][name] = {k: e.get(k) for k in ("device", "torch", "cuda", "diffusers", "commit", "time_utc")}
     speed = [v["device"] for k, v in s["sources"].items() if k != "fashion"]
     s["device"] = speed[0] if len(set(speed)) == 1 else sorted(set(speed))
     targets = {}
-    rows = train_rows(("train.json", train), ("train_fast.json", fast))
+    if gn:  # ours there ran with the NHWC GroupNorm switch on: keep it under its own label
+        gn = dict(gn, train={(k.replace(f"ours:{FASTEST}:", f"ours:{FASTEST}+nhwc-groupnorm:") if k.startswith("ours:") else k): v
+                             for k, v in gn["train"].items()})
+    rows = train_rows(("train.json", train), ("train_fast_prev.json", prev), ("train_fast_nhwc_gn.json", gn),
+                      ("train_fast.json", fast))
     models = (fast or train or {}).get("models")
     if models:
         s["params"] = {k: models[k]["params"] for k in ("ours", "peer")}
@@ -59,6 +71,8 @@ def main() -> dict:
         targets["params and FLOPs within 2%"] = all(
             abs(models["ours"][k] - models["peer"][k]) <= 0.02 * models["peer"][k] for k in ("params", "fwd_flops"))
     s["train_img_per_s"] = {k: v["img_per_s"] for k, v in rows.items()}
+    if fast and "matmul_bf16_flops" in fast:
+        s["matmul_bf16_tflops"] = fast["matmul_bf16_flops"] / 1e12
     fastest = (fast or {}).get("fastest", {}).get("b128")
     if fastest:
         o = rows[f"ours:{fastest['ours_recipe']}:b128"]
@@ -72,23 +86,47 @@ def main() -> dict:
             s.update(train_peer_mode=best, train_peer_img_per_s=usual[best],
                      train_speedup_vs_diffusers=o["img_per_s"] / usual[best])
             targets["fastest >= 2x diffusers' bf16+compile"] = s["train_speedup_vs_diffusers"] >= 2.0
-        p = rows.get(f"peer:{FASTEST}:b128")
-        if p:
-            s.update(train_same_recipe_mode=FASTEST, train_peer_same_recipe_img_per_s=p["img_per_s"],
-                     train_ours_same_recipe_img_per_s=rows[f"ours:{FASTEST}:b128"]["img_per_s"],
-                     train_speedup_vs_diffusers_same_recipe=o["img_per_s"] / p["img_per_s"])
-            targets["fastest >= 1.5x diffusers, same recipe"] = s["train_speedup_vs_diffusers_same_recipe"] >= 1.5
+        for batch in (128, 256):
+            p, ob = rows.get(f"peer:{FASTEST}:b{batch}"), rows.get(f"ours:{FASTEST}:b{batch}")
+            if not (p and ob):
+                continue
+            sfx = "" if batch == 128 else f"_b{batch}"
+            s.update({f"train_ours_same_recipe_img_per_s{sfx}": ob["img_per_s"],
+                      f"train_peer_same_recipe_img_per_s{sfx}": p["img_per_s"],
+                      f"train_speedup_vs_diffusers_same_recipe{sfx}": ob["img_per_s"] / p["img_per_s"]})
+            if batch == 128:
+                s["train_same_recipe_mode"] = FASTEST
+            else:
+                s[f"train_ours_img_per_s{sfx}"] = ob["img_per_s"]
+                s[f"train_ours_tflops{sfx}"] = ob["tflops"]
+                s[f"train_ours_mfu_vs_measured_matmul{sfx}"] = ob["mfu_vs_measured_matmul"]
+                targets[f"MFU >= 30% (measured matmul rate), batch {batch}"] = ob["mfu_vs_measured_matmul"] >= 0.30
+            targets[f"fastest >= 1.5x diffusers, same recipe, batch {batch}"] = ob["img_per_s"] / p["img_per_s"] >= 1.5
+        s["train_same_recipe_peer_source"] = rows.get(f"peer:{FASTEST}:b128", {}).get("source")
+    if probe and probe.get("train"):
+        pt = probe["train"]
+        s["probe_img_per_s"] = {k: v["img_per_s"] for k, v in pt.items()}
+        if "layout_opt" in pt and "peer:force_layout_opt=False" in pt:
+            s["train_speedup_vs_diffusers_same_recipe_one_process"] = (
+                pt["layout_opt"]["img_per_s"] / pt["peer:force_layout_opt=False"]["img_per_s"])
+        cs = probe.get("copy_sources", {}).get("neither")
+        if cs:
+            s["copy_ms_per_step_before"] = cs["copy_ms_per_step"]
+            s["copy_ms_per_step_before_from_convolution_backward"] = sum(
+                r["ms_per_step"] for r in cs["sources"] if "convolution_backward" in r["chain"])
     s["train_same_mode_speedups"] = {k.split(":", 1)[1]: rows[k]["img_per_s"] / rows["peer:" + k.split(":", 1)[1]]["img_per_s"]
                                      for k in rows if k.startswith("ours:") and "peer:" + k.split(":", 1)[1] in rows}
     if train and "syncs" in train:
         s["train_step_syncs_before_the_fix"] = train["syncs"]["syncs_per_step"]
-    if fast and "syncs" in fast:
-        s["train_step_syncs"] = fast["syncs"]["syncs_per_step"]
-    prof = (fast or {}).get("profile", {}).get(FASTEST)
+    syncs = next((d["syncs"] for d in (fast, gn, prev) if d and "syncs" in d), None)
+    if syncs:
+        s["train_step_syncs"] = syncs["syncs_per_step"]
+    prof = next((d["profile"][FASTEST] for d in (prof_rec, fast) if d and FASTEST in d.get("profile", {})), None)
     if prof:
         s["train_ours_profile_buckets_share"] = prof["buckets_share"]
+        s["train_ours_profile_buckets_ms_per_step"] = prof["buckets_ms_per_step"]
         s["train_ours_profile_gpu_busy_share"] = prof["gpu_busy_share"]
-    lc = (fast or {}).get("loss_curve")
+    lc = next((d["loss_curve"] for d in (fast, gn, prev) if d and "loss_curve" in d), None)
     if lc:
         s["loss_curve_max_rel_diff_window_means"] = lc["max_rel_diff_window_means"]
         s["loss_curve_final_window_rel_diff"] = lc["final_window_rel_diff"]

@@ -12,6 +12,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["FastEps", "compile_net"]
+
+# Switch for A/B measurements (benchmarks/gpu_probe.py): None leaves the compiler's own choice.
+FORCE_LAYOUT_OPT = True
+
+
+def compile_net(net: nn.Module, mode: str = "default", channels_last: bool = False) -> nn.Module:
+    """``torch.compile(net, mode=mode)`` with a fixed batch shape, and for a channels-last network the
+    compiler's channels-last layout planning switched on.
+
+    Inductor plans NHWC layouts for a graph's intermediate tensors only when its heuristic expects a gain,
+    and that heuristic turns planning off for any graph with a 3x3 convolution whose output has at most half
+    its input channels: in the U-Net, every up-path block after a skip concatenation and the output conv. The
+    graphs then keep NCHW intermediates between NHWC convolutions, with transposing copies around them.
+    """
+    kw = {"dynamic": False}
+    if channels_last and FORCE_LAYOUT_OPT:
+        from torch._inductor import list_mode_options
+
+        kw["options"] = {**list_mode_options(mode), "force_layout_optimization": True}
+    else:
+        kw["mode"] = mode
+    return torch.compile(net, **kw)
+
 
 class FastEps(nn.Module):
     """``model(x_t, t) -> eps`` compiled for speed; ``sample_ddim(FastEps(net), ...)`` as usual.
@@ -30,7 +54,7 @@ class FastEps(nn.Module):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.bf16, self.cl, self.cudagraphs = bf16, channels_last, cudagraphs and compile
         mode = "reduce-overhead" if self.cudagraphs else "default"
-        self.net = torch.compile(self.model, mode=mode) if compile else self.model
+        self.net = compile_net(self.model, mode, channels_last) if compile else self.model
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

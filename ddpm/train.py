@@ -296,7 +296,9 @@ def _train(model, schedule, data, config, out_dir, progress, resume, meta, devic
 
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)  # broadcasts rank 0's weights
     if config.compile:
-        net = torch.compile(net, mode=config.compile_mode)
+        from .fast import compile_net
+
+        net = compile_net(net, config.compile_mode, config.channels_last)
     step_fn = TrainStep(model, sched, config, generator=gen, net=net, rank=ctx.rank, world_size=ctx.world_size,
                         buffer_size=config.log_every)
     if ck is not None:

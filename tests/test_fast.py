@@ -67,3 +67,14 @@ def test_unet_channels_last_is_the_same_function_with_its_gradients():
     g2 = torch.autograd.grad(out_cl.square().sum(), list(net_cl.parameters()))
     for a, b in zip(g2, g1):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_gpu_probe_refuses_bad_variants_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_probe", "--quick", "--variants", "turbo"], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "must be among" in r.stderr and "Traceback" not in r.stderr

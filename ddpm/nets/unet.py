@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .._utils import net_times as _net_times
 from .embedding import sinusoidal_embedding
+from .fused import GroupNorm
 
 __all__ = ["UNetConfig", "UNet", "PRESETS"]
 
@@ -145,10 +146,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, temb_dim: int, dropout: float, groups: int, eps: float):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, c_in, eps=eps)
+        self.norm1 = GroupNorm(groups, c_in, eps=eps)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.temb_proj = nn.Linear(temb_dim, c_out)
-        self.norm2 = nn.GroupNorm(groups, c_out, eps=eps)
+        self.norm2 = GroupNorm(groups, c_out, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -166,7 +167,7 @@ class Attention(nn.Module):
     def __init__(self, c: int, heads: int, groups: int, eps: float):
         super().__init__()
         self.heads = heads
-        self.norm = nn.GroupNorm(groups, c, eps=eps)
+        self.norm = GroupNorm(groups, c, eps=eps)
         self.qkv = nn.Conv2d(c, 3 * c, 1)  # q, k, v in one 1x1 conv (Ho's three NIN layers)
         self.proj = _zero(nn.Conv2d(c, c, 1))
 
@@ -278,7 +279,7 @@ class UNet(nn.Module):
                 self.up.append(block)
         assert not skips
 
-        self.norm_out = nn.GroupNorm(g, cur, eps=e)
+        self.norm_out = GroupNorm(g, cur, eps=e)
         self.conv_out = _zero(nn.Conv2d(cur, cfg.in_channels, 3, padding=1))
 
     @classmethod
