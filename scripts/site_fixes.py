@@ -447,6 +447,52 @@ def compact_math(html: str, site_css: str) -> str:
     return html[:m.start()] + m.group(1) + sheet + m.group(3) + html[m.end():]
 
 
+PNG_MAX_MEAN_ERROR = 0.5  # mean |change| per channel (of 255) a palette may cost a figure; else it stays as it is
+
+
+def lighten_png(data: bytes) -> bytes | None:
+    """The PNG as a 256-colour palette PNG if that is smaller and looks the same, else ``None``.
+
+    Matplotlib writes figures as 32-bit RGBA; a line plot or a grid of grey digits has a few hundred distinct
+    colours, mostly anti-aliasing. A median-cut palette (no dithering) keeps every pixel within a few grey levels
+    (the mean change must stay under ``PNG_MAX_MEAN_ERROR``) at a third of the bytes. Images with transparency or
+    already palette-coded are left alone."""
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data))
+    if im.mode not in ("RGB", "RGBA") or getattr(im, "is_animated", False):
+        return None
+    if im.mode == "RGBA":
+        if im.getchannel("A").getextrema() != (255, 255):
+            return None
+        im = im.convert("RGB")
+    q = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    import numpy as np
+
+    change = np.abs(np.asarray(im, dtype=np.int16) - np.asarray(q.convert("RGB"), dtype=np.int16)).mean()
+    if change > PNG_MAX_MEAN_ERROR:
+        return None
+    buf = io.BytesIO()
+    q.save(buf, "PNG", optimize=True)
+    out = buf.getvalue()
+    return out if len(out) < 0.9 * len(data) else None
+
+
+def _lighten_images(outdir: Path) -> None:
+    try:
+        import PIL  # noqa: F401  (matplotlib's dependency: always there when the book builds)
+    except ImportError:
+        LOG.warning("figures not palette-compressed: Pillow missing")
+        return
+    for png in (outdir / "_images").glob("*.png"):
+        data = png.read_bytes()
+        light = lighten_png(data)
+        if light is not None:
+            png.write_bytes(light)
+
+
 def _compact_pages(outdir: Path) -> None:
     plain = _plain_code_classes(outdir)
     site_css = "".join(p.read_text("utf-8", "replace") for p in (outdir / "_static").rglob("*.css"))
@@ -504,6 +550,7 @@ def _finished(app, exc):
     _typeset_math(app, outdir)
     _compact_pages(outdir)
     _purge_site_css(outdir)
+    _lighten_images(outdir)
     if (outdir / CHEATSHEET_PAGE).is_file():
         try:
             print_cheatsheet(outdir, outdir.parent / CHEATSHEET_PDF)
