@@ -29,6 +29,14 @@ Loaded from ``_config.yml``::
 6. Weight: the theme's ``fontawesome.js`` (1.5 MB), its icon fonts and glyph table, the ``.map`` files
    are removed from the built site; so are the 95 kB search index on pages other than the search page
    and sphinx-design's style sheet on pages that use none of its components.
+7. Compaction, the same page in fewer bytes (a page loads at most 1.5 MB, ``tests/test_site.py``):
+   highlighted code loses the ``<span>`` wrappers of tokens drawn exactly like plain code (names,
+   punctuation, spaces: about a third of a chapter's HTML); the build-time MathJax markup is shortened
+   (its style sheet minified, the font size set once, unused class names and attributes dropped, glyph
+   classes renamed in markup and sheet alike); the theme's style sheets lose the rules naming a class
+   that no page or script of the site contains (310 kB of pydata-sphinx-theme.css become about 100 kB);
+   figures are stored as 256-colour PNGs where that changes a pixel by under half a grey level on
+   average (a third of the bytes). Layout, colours and fonts of every element are unchanged.
 """
 
 from __future__ import annotations
@@ -199,6 +207,312 @@ def _slim(outdir: Path) -> None:
     shutil.rmtree(static / "vendor" / "fontawesome", ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- compaction (same page, fewer bytes)
+def _css_blocks(text: str):
+    """Top-level items of a style sheet: ``(prelude, body)`` for a rule or an at-rule with a block, ``(statement,
+    None)`` for ``@import ...;``-style statements. Strings and comments are respected; comments are dropped."""
+    i, n, start, depth, out = 0, len(text), 0, 0, []
+    prelude, buf = "", []
+    while i < n:
+        ch = text[i]
+        if ch == "/" and text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            buf.append(text[start:i])
+            i = start = j
+            continue
+        if ch in "\"'":
+            j = i + 1
+            while j < n and text[j] != ch:
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if ch == "{":
+            if depth == 0:
+                buf.append(text[start:i])
+                prelude, buf = "".join(buf).strip(), []
+                start = i + 1
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                buf.append(text[start:i])
+                out.append((prelude, "".join(buf)))
+                buf, start = [], i + 1
+        elif ch == ";" and depth == 0:
+            buf.append(text[start:i + 1])
+            stmt = "".join(buf).strip()
+            if stmt and stmt != ";":
+                out.append((stmt, None))
+            buf, start = [], i + 1
+        i += 1
+    return out
+
+
+def _split_selectors(prelude: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(prelude):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(prelude[start:i].strip())
+            start = i + 1
+    parts.append(prelude[start:].strip())
+    return [p for p in parts if p]
+
+
+_CLASS_IN_SELECTOR = re.compile(r"\.(-?[_a-zA-Z][\w-]*)")
+
+
+def _selector_may_match(selector: str, tokens: set[str]) -> bool:
+    """False only if the selector names a class that no page or script of the site contains (it cannot match)."""
+    if "\\" in selector:
+        return True
+    s = re.sub(r"\[[^\]]*\]", "", selector)  # attribute selectors may hold dots ([href$=".pdf"])
+    while True:  # what :not()/:is()/:where()/:has() hold is not required to be present: ignore it
+        t = re.sub(r"\([^()]*\)", "", s)
+        if t == s:
+            break
+        s = t
+    return all(c in tokens for c in _CLASS_IN_SELECTOR.findall(s))
+
+
+_CONDITIONAL_AT = ("@media", "@supports", "@layer", "@container", "@document")
+
+
+def purge_css(text: str, tokens: set[str]) -> str:
+    """The style sheet minus the rules (and the selectors of a rule) that name a class found nowhere in the site.
+
+    Conservative: a class counts as used if its name occurs as a word anywhere in any page or script (class
+    names that scripts add at run time are words of the scripts). Rules without classes, ``@font-face``,
+    ``@keyframes``, custom properties are kept as they are; conditional at-rules are purged inside."""
+    out = []
+    for prelude, body in _css_blocks(text):
+        if body is None:
+            out.append(prelude)
+        elif prelude.startswith("@"):
+            if prelude.lower().startswith(_CONDITIONAL_AT):
+                inner = purge_css(body, tokens)
+                if inner.strip():
+                    out.append(f"{prelude}{{{inner}}}")
+            else:
+                out.append(f"{prelude}{{{body}}}")
+        else:
+            kept = [s for s in _split_selectors(prelude) if _selector_may_match(s, tokens)]
+            if kept:
+                out.append(f"{','.join(kept)}{{{body.strip()}}}")
+    return "".join(out)
+
+
+def _minify_css(text: str) -> str:
+    """Whitespace and comments out of a (MathJax-written, pretty-printed) style sheet; meaning unchanged."""
+    out = []
+    for prelude, body in _css_blocks(text):
+        prelude = re.sub(r"\s+", " ", prelude).strip()
+        prelude = re.sub(r"\s*([,>])\s*", r"\1", prelude)
+        if body is None:
+            out.append(prelude)
+        elif prelude.startswith("@") and prelude.lower().startswith(_CONDITIONAL_AT):
+            out.append(f"{prelude}{{{_minify_css(body)}}}")
+        else:
+            decls = [re.sub(r"\s+", " ", d).strip() for d in body.split(";")]
+            decls = [re.sub(r"^([\w-]+)\s*:\s*", r"\1:", d) for d in decls if d]
+            out.append(f"{prelude}{{{';'.join(decls)}}}")
+    return "".join(out)
+
+
+_WORD = re.compile(r"[A-Za-z_][\w-]*")
+
+
+def _site_tokens(outdir: Path) -> set[str]:
+    tokens: set[str] = set()
+    for path in [*outdir.rglob("*.html"), *(outdir / "_static").rglob("*.js")]:
+        if "_sources" in path.parts:
+            continue
+        tokens.update(_WORD.findall(path.read_text("utf-8", "replace")))
+    return tokens
+
+
+PURGED_CSS = ("styles/pydata-sphinx-theme.css", "mystnb.*.css", "styles/sphinx-book-theme.css", "basic.css",
+              "togglebutton.css", "copybutton.css", "sphinx-thebe.css", "exercise.css", "sphinx-design.min.css")
+
+
+def _purge_site_css(outdir: Path) -> None:
+    tokens = _site_tokens(outdir)
+    static = outdir / "_static"
+    for pattern in PURGED_CSS:
+        for css in static.glob(pattern):
+            text = css.read_text("utf-8")
+            new = purge_css(text, tokens)
+            if len(new) < len(text):
+                css.write_text(new, "utf-8")
+
+
+def _plain_code_classes(outdir: Path) -> set[str]:
+    """Pygments token classes drawn exactly like plain code in both themes (colour = the block's colour, nothing
+    else): their ``<span>`` wrappers can go. Classes any other style sheet of the site names are kept."""
+    css = outdir / "_static" / "pygments.css"
+    if not css.is_file():
+        return set()
+    rules: dict[tuple[str, str], str] = {}
+    for prelude, body in _css_blocks(css.read_text("utf-8")):
+        if body is None:
+            continue
+        decl = re.sub(r"\s+", "", body).rstrip(";")
+        for sel in _split_selectors(prelude):
+            m = re.fullmatch(r'html\[data-theme="(light|dark)"\]\s+\.highlight(?:\s+\.([\w-]+))?', sel.strip())
+            if m:
+                rules[(m.group(1), m.group(2) or "")] = decl
+    plain = set()
+    for theme in ("light", "dark"):
+        base = re.search(r"(?:^|;)color:(#[0-9A-Fa-f]+)", rules.get((theme, ""), ""))
+        if not base:
+            return set()
+        ok = {cls for (th, cls), decl in rules.items() if th == theme and cls and decl.lower() == f"color:{base.group(1).lower()}"}
+        plain = ok if theme == "light" else plain & ok
+    others = "".join(p.read_text("utf-8", "replace") for p in (outdir / "_static").rglob("*.css") if p.name != "pygments.css")
+    return {c for c in plain if not re.search(rf"\.highlight\s+\.{re.escape(c)}\b", others)}
+
+
+def compact_code(html: str, plain: set[str]) -> str:
+    """Drop the ``<span class="n">x</span>`` wrappers of highlighted code whose class draws like plain text."""
+    if not plain:
+        return html
+    alt = "|".join(sorted(map(re.escape, plain), key=len, reverse=True))
+    span = re.compile(rf'<span class="(?:{alt})">([^<]*)</span>')
+
+    def block(m):
+        return span.sub(r"\1", m.group(0))
+
+    return re.sub(r'<div class="highlight"><pre>.*?</pre></div>', block, html, flags=re.S)
+
+
+_MJX_STYLE = re.compile(r'(<style id="MJX-CHTML-styles">)(.*?)(</style>)', re.S)
+_MJX_CONTAINER = re.compile(r"<mjx-container\b.*?</mjx-container>", re.S)
+
+
+def compact_math(html: str, site_css: str) -> str:
+    """Shorter build-time MathJax markup, drawn the same:
+
+    - the page's MathJax style sheet minified; ``[jax="CHTML"]`` dropped from its selectors (every container is
+      CommonHTML), the font size MathJax writes on every container (the same on the whole page) set once there;
+    - class names (``mjx-n``, ``mjx-i``, ...) and ``texclass`` attributes no style sheet uses removed;
+    - glyph classes shortened (``mjx-c1D465 TEX-I`` to ``j1D465 TI``) with the sheet's rules renamed alike;
+    - inline styles written without spaces.
+    The TeX source (``aria-label``) and ``role="math"`` stay. Idempotent: a compacted page is left as it is."""
+    m = _MJX_STYLE.search(html)
+    if not m or 'jax="CHTML"' not in html:
+        return html
+    sheet = m.group(2)
+    sizes = set(re.findall(r'<mjx-container class="MathJax" jax="CHTML" style="font-size: ([\d.]+%);"', html))
+    n_cont = html.count("<mjx-container ")
+    one_size = len(sizes) == 1 and len(re.findall(r'<mjx-container class="MathJax" jax="CHTML" style="font-size: [\d.]+%;"', html)) == n_cont
+    used_css = sheet + site_css
+    used = lambda cls: re.search(rf"\.{re.escape(cls)}(?![\w-])", used_css) is not None
+    attr_used = lambda a: re.search(rf"\[{re.escape(a)}[\]=~|^$*]", used_css) is not None
+
+    def fix_class(mc):
+        keep = []
+        for c in mc.group(1).split():
+            g = re.fullmatch(r"mjx-c([0-9A-F]+)", c)
+            t = re.fullmatch(r"TEX-([A-Z0-9]+)", c)
+            if g:
+                keep.append("j" + g.group(1))
+            elif t:
+                keep.append("T" + t.group(1))
+            elif used(c):
+                keep.append(c)
+        return f' class="{" ".join(keep)}"' if keep else ""
+
+    def fix_style(ms):
+        decls = [re.sub(r"^([\w-]+)\s*:\s*", r"\1:", d.strip()) for d in ms.group(1).split(";") if d.strip()]
+        return f' style="{";".join(decls)}"'
+
+    drop_texclass = not attr_used("texclass")
+
+    def container(mc):
+        head, rest = mc.group(0).split(">", 1)
+        head = head.replace(' jax="CHTML"', "")
+        if not used("MathJax"):
+            head = head.replace(' class="MathJax"', "")
+        if one_size:
+            head = re.sub(r' style="font-size: [\d.]+%;"', "", head)
+        rest = re.sub(r' class="([^"]*)"', fix_class, rest)
+        rest = re.sub(r' style="([^"]*)"', fix_style, rest)
+        if drop_texclass:
+            rest = re.sub(r' texclass="[^"]*"', "", rest)
+        return head + ">" + rest
+
+    html = _MJX_CONTAINER.sub(container, html)
+    sheet = sheet.replace('[jax="CHTML"]', "")
+    sheet = re.sub(r"\.mjx-c([0-9A-F]+)(?![\w-])", r".j\1", sheet)
+    sheet = re.sub(r"\.TEX-([A-Z0-9]+)(?![\w-])", r".T\1", sheet)
+    sheet = _minify_css(sheet)
+    if one_size:
+        sheet = f"mjx-container{{font-size:{sizes.pop()}}}" + sheet
+    return html[:m.start()] + m.group(1) + sheet + m.group(3) + html[m.end():]
+
+
+PNG_MAX_MEAN_ERROR = 0.5  # mean |change| per channel (of 255) a palette may cost a figure; else it stays as it is
+
+
+def lighten_png(data: bytes) -> bytes | None:
+    """The PNG as a 256-colour palette PNG if that is smaller and looks the same, else ``None``.
+
+    Matplotlib writes figures as 32-bit RGBA; a line plot or a grid of grey digits has a few hundred distinct
+    colours, mostly anti-aliasing. A median-cut palette (no dithering) keeps every pixel within a few grey levels
+    (the mean change must stay under ``PNG_MAX_MEAN_ERROR``) at a third of the bytes. Images with transparency or
+    already palette-coded are left alone."""
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data))
+    if im.mode not in ("RGB", "RGBA") or getattr(im, "is_animated", False):
+        return None
+    if im.mode == "RGBA":
+        if im.getchannel("A").getextrema() != (255, 255):
+            return None
+        im = im.convert("RGB")
+    q = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    import numpy as np
+
+    change = np.abs(np.asarray(im, dtype=np.int16) - np.asarray(q.convert("RGB"), dtype=np.int16)).mean()
+    if change > PNG_MAX_MEAN_ERROR:
+        return None
+    buf = io.BytesIO()
+    q.save(buf, "PNG", optimize=True)
+    out = buf.getvalue()
+    return out if len(out) < 0.9 * len(data) else None
+
+
+def _lighten_images(outdir: Path) -> None:
+    try:
+        import PIL  # noqa: F401  (matplotlib's dependency: always there when the book builds)
+    except ImportError:
+        LOG.warning("figures not palette-compressed: Pillow missing")
+        return
+    for png in (outdir / "_images").glob("*.png"):
+        data = png.read_bytes()
+        light = lighten_png(data)
+        if light is not None:
+            png.write_bytes(light)
+
+
+def _compact_pages(outdir: Path) -> None:
+    plain = _plain_code_classes(outdir)
+    site_css = "".join(p.read_text("utf-8", "replace") for p in (outdir / "_static").rglob("*.css"))
+    for page in outdir.rglob("*.html"):
+        if page.relative_to(outdir).parts[0] in ("_static", "_sources"):
+            continue
+        text = page.read_text("utf-8")
+        new = compact_math(compact_code(text, plain), site_css)
+        if new != text:
+            page.write_text(new, "utf-8")
+
+
 # ----------------------------------------------------------------------------- the cheat sheet as a PDF
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pdf-header-footer",
@@ -242,6 +556,9 @@ def _finished(app, exc):
             shutil.copyfile(f, outdir / "_static" / f.name)
     _slim(outdir)
     _typeset_math(app, outdir)
+    _compact_pages(outdir)
+    _purge_site_css(outdir)
+    _lighten_images(outdir)
     if (outdir / CHEATSHEET_PAGE).is_file():
         try:
             print_cheatsheet(outdir, outdir.parent / CHEATSHEET_PDF)
