@@ -14,7 +14,7 @@ from torch import nn
 
 __all__ = ["FastEps", "compile_net"]
 
-# Switch for A/B measurements (benchmarks/gpu_probe.py): None leaves the compiler's own choice.
+# Switch for A/B measurements (benchmarks/gpu_probe.py): False leaves the compiler's own choice.
 FORCE_LAYOUT_OPT = True
 
 

@@ -44,6 +44,7 @@ from . import distributed as _dist
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import _RESUMABLE_CHANGES, TrainConfig
 from .ema import EMA  # noqa: F401  (re-exported for older imports)
+from .fast import compile_net
 from .runfolder import RunFolder, RunFolderError
 from .schedule import Schedule
 from .step import TrainStep, lr_at
@@ -296,8 +297,6 @@ def _train(model, schedule, data, config, out_dir, progress, resume, meta, devic
 
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)  # broadcasts rank 0's weights
     if config.compile:
-        from .fast import compile_net
-
         net = compile_net(net, config.compile_mode, config.channels_last)
     step_fn = TrainStep(model, sched, config, generator=gen, net=net, rank=ctx.rank, world_size=ctx.world_size,
                         buffer_size=config.log_every)
