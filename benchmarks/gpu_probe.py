@@ -26,19 +26,21 @@ from ddpm.nets.unet import UNet
 
 from . import common, gpu_train
 
-# name: (FORCE_LAYOUT_OPT, NHWC_GROUPNORM)
-VARIANTS = {"both": (True, True), "layout_opt": (True, False), "nhwc_gn": (False, True), "neither": (False, False)}
+# name: (FORCE_LAYOUT_OPT, NHWC_GROUPNORM, INDUCTOR_OPTIONS)
+VARIANTS = {"both": (True, True, {}), "layout_opt": (True, False, {}), "nhwc_gn": (False, True, {}),
+            "neither": (False, False, {}), "cdt": (True, False, {"coordinate_descent_tuning": True})}
 NO_GRAPHS = "bf16+compile+cl"  # the fastest recipe without CUDA graphs: ATen operators stay visible to the profiler
 gpu_train.OURS_ONLY[NO_GRAPHS] = dict(bf16=True, compile="default", channels_last=True, fused=True)
 
 
 def set_variant(name: str) -> None:
-    ddpm.fast.FORCE_LAYOUT_OPT, ddpm.nets.fused.NHWC_GROUPNORM = VARIANTS[name]
+    ddpm.fast.FORCE_LAYOUT_OPT, ddpm.nets.fused.NHWC_GROUPNORM, ddpm.fast.INDUCTOR_OPTIONS = VARIANTS[name]
     torch._dynamo.reset()
 
 
-def copy_sources(data, batch: int, steps: int, top: int = 12) -> dict:
-    """Every CUDA kernel whose name says copy, grouped by the chain of CPU operators that launched it."""
+def copy_sources(data, batch: int, steps: int, top: int = 12, kernels: int = 120) -> dict:
+    """Every CUDA kernel whose name says copy, grouped by the chain of CPU operators that launched it; and the
+    ``kernels`` kernels with the most time per step, by name."""
     from torch.profiler import ProfilerActivity, profile
 
     model = UNet.preset("ddpm-cifar10")
@@ -48,10 +50,12 @@ def copy_sources(data, batch: int, steps: int, top: int = 12) -> dict:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
         res = ddpm.train(model, sched, data, gpu_train.train_config(batch, NO_GRAPHS, steps), progress=False)
     n_ms, n_k = collections.Counter(), collections.Counter()
-    all_ms = collections.Counter()
+    all_ms, k_ms, k_n = collections.Counter(), collections.Counter(), collections.Counter()
     for ev in prof.events():
         for k in getattr(ev, "kernels", []):
             all_ms[gpu_train.kernel_bucket(k.name)] += k.duration / 1e3 / steps
+            k_ms[k.name[:200]] += k.duration / 1e3 / steps
+            k_n[k.name[:200]] += 1 / steps
             if gpu_train.kernel_bucket(k.name) != "copy":
                 continue
             chain, p = [], ev
@@ -65,7 +69,9 @@ def copy_sources(data, batch: int, steps: int, top: int = 12) -> dict:
     rows = [{"chain": c[:600], "ms_per_step": ms, "kernels_per_step": n_k[c]} for c, ms in n_ms.most_common(top)]
     return {"steps": steps, "wall_ms_per_step": res.seconds * 1e3 / steps,
             "copy_ms_per_step": sum(n_ms.values()), "copy_kernels_per_step": sum(n_k.values()),
-            "buckets_ms_per_step": dict(all_ms), "sources": rows}
+            "buckets_ms_per_step": dict(all_ms), "sources": rows,
+            "kernels": [{"name": n, "ms_per_step": ms, "calls_per_step": k_n[n], "bucket": gpu_train.kernel_bucket(n)}
+                        for n, ms in k_ms.most_common(kernels)]}
 
 
 def main(argv=None) -> int:
@@ -91,7 +97,8 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = True
     device = torch.device("cuda" if cuda else "cpu")
     rec = common.Record(args.name, vars(args), budget=args.budget)
-    rec["variants"] = {k: {"force_layout_opt": a, "nhwc_groupnorm": b} for k, (a, b) in VARIANTS.items()}
+    rec["variants"] = {k: {"force_layout_opt": a, "nhwc_groupnorm": b, "inductor_options": o}
+                       for k, (a, b, o) in VARIANTS.items()}
     rec["train"], rec["copy_sources"] = {}, {}
     g = torch.Generator(device=device).manual_seed(0)
     pool = torch.randn(4096 if cuda else 8, 3, 32, 32, device=device, generator=g).clamp_(-1, 1)
@@ -118,6 +125,8 @@ def main(argv=None) -> int:
                           {k: round(x, 2) for k, x in cs["buckets_ms_per_step"].items()}, flush=True)
                     for row in cs["sources"][:6]:
                         print("   ", f"{row['ms_per_step']:.3f} ms x{row['kernels_per_step']:.0f}", row["chain"][:300], flush=True)
+                    for row in cs["kernels"][:40]:
+                        print("    k", f"{row['ms_per_step']:.3f} ms x{row['calls_per_step']:.0f}", row["name"][:150], flush=True)
     if args.peer:
         for force in (False, True):
             with rec.stage(f"peer:force_layout_opt={force}", need=90) as ok:
@@ -127,7 +136,7 @@ def main(argv=None) -> int:
                         r = gpu_train.peer(pool, batch, recipe, warm, steps, reps)
                     rec["train"][f"peer:force_layout_opt={force}"] = r
                     print("peer force_layout_opt", force, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
-    set_variant("both")
+    set_variant("layout_opt")  # the package's defaults
     print("img/s:", {k: round(v["img_per_s"]) for k, v in rec["train"].items()}, f"done in {rec.elapsed():.0f}s",
           "errors:", list(rec["errors"]), flush=True)
     rec.save()

@@ -14,8 +14,10 @@ from torch import nn
 
 __all__ = ["FastEps", "compile_net"]
 
-# Switch for A/B measurements (benchmarks/gpu_probe.py): False leaves the compiler's own choice.
+# Switches for A/B measurements (benchmarks/gpu_probe.py): False leaves the compiler's own layout choice;
+# INDUCTOR_OPTIONS adds inductor options (e.g. {"coordinate_descent_tuning": True}) to every compile.
 FORCE_LAYOUT_OPT = True
+INDUCTOR_OPTIONS: dict = {}
 
 
 def compile_net(net: nn.Module, mode: str = "default", channels_last: bool = False) -> nn.Module:
@@ -28,10 +30,13 @@ def compile_net(net: nn.Module, mode: str = "default", channels_last: bool = Fal
     graphs then keep NCHW intermediates between NHWC convolutions, with transposing copies around them.
     """
     kw = {"dynamic": False}
-    if channels_last and FORCE_LAYOUT_OPT:
+    force = channels_last and FORCE_LAYOUT_OPT
+    if force or INDUCTOR_OPTIONS:
         from torch._inductor import list_mode_options
 
-        kw["options"] = {**list_mode_options(mode), "force_layout_optimization": True}
+        kw["options"] = {**list_mode_options(mode), **INDUCTOR_OPTIONS}
+        if force:
+            kw["options"]["force_layout_optimization"] = True
     else:
         kw["mode"] = mode
     return torch.compile(net, **kw)
