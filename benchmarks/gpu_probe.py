@@ -3,9 +3,11 @@
     python -m benchmarks.gpu_probe                    # -> $OUT/probe.json
     python -m benchmarks.gpu_probe --quick            # a tiny CPU run that checks the script
 
-Variants (``VARIANTS``) switch two things of the package, each a module-level switch read when a graph is
-traced: ``ddpm.fast.FORCE_LAYOUT_OPT`` (inductor's channels-last layout planning forced on) and
-``ddpm.nets.fused.NHWC_GROUPNORM`` (GroupNorm computed on the NHWC view under compile). Each is timed
+Variants (``VARIANTS``) set the package's module-level switches, read when a graph is traced:
+``ddpm.fast.FORCE_LAYOUT_OPT`` (inductor's channels-last layout planning forced on),
+``ddpm.nets.fused.NHWC_GROUPNORM`` (GroupNorm computed on the NHWC view under compile),
+``ddpm.nets.fused.TRITON_GROUPNORM`` (the Triton GroupNorm + shift + SiLU + dropout kernels) and
+``ddpm.fast.INDUCTOR_OPTIONS`` (e.g. inductor's coordinate-descent tuning of its kernels). Each is timed
 through ``ddpm.train`` in the fastest recipe, after ``torch._dynamo.reset()``. ``copy_sources`` profiles the
 step without CUDA graphs (the operators stay visible) and attributes every ATen copy kernel to the chain of
 operators that launched it.
@@ -26,15 +28,18 @@ from ddpm.nets.unet import UNet
 
 from . import common, gpu_train
 
-# name: (FORCE_LAYOUT_OPT, NHWC_GROUPNORM, INDUCTOR_OPTIONS)
-VARIANTS = {"both": (True, True, {}), "layout_opt": (True, False, {}), "nhwc_gn": (False, True, {}),
-            "neither": (False, False, {}), "cdt": (True, False, {"coordinate_descent_tuning": True})}
+# name: (FORCE_LAYOUT_OPT, NHWC_GROUPNORM, TRITON_GROUPNORM, INDUCTOR_OPTIONS)
+CDT = {"coordinate_descent_tuning": True}
+VARIANTS = {"both": (True, True, False, {}), "layout_opt": (True, False, False, {}), "nhwc_gn": (False, True, False, {}),
+            "neither": (False, False, False, {}), "cdt": (True, False, False, CDT),
+            "triton_gn": (True, False, True, {}), "triton_gn+cdt": (True, False, True, CDT)}
 NO_GRAPHS = "bf16+compile+cl"  # the fastest recipe without CUDA graphs: ATen operators stay visible to the profiler
 gpu_train.OURS_ONLY[NO_GRAPHS] = dict(bf16=True, compile="default", channels_last=True, fused=True)
 
 
 def set_variant(name: str) -> None:
-    ddpm.fast.FORCE_LAYOUT_OPT, ddpm.nets.fused.NHWC_GROUPNORM, ddpm.fast.INDUCTOR_OPTIONS = VARIANTS[name]
+    (ddpm.fast.FORCE_LAYOUT_OPT, ddpm.nets.fused.NHWC_GROUPNORM, ddpm.nets.fused.TRITON_GROUPNORM,
+     ddpm.fast.INDUCTOR_OPTIONS) = VARIANTS[name]
     torch._dynamo.reset()
 
 
@@ -97,8 +102,8 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = True
     device = torch.device("cuda" if cuda else "cpu")
     rec = common.Record(args.name, vars(args), budget=args.budget)
-    rec["variants"] = {k: {"force_layout_opt": a, "nhwc_groupnorm": b, "inductor_options": o}
-                       for k, (a, b, o) in VARIANTS.items()}
+    rec["variants"] = {k: {"force_layout_opt": a, "nhwc_groupnorm": b, "triton_groupnorm": c, "inductor_options": o}
+                       for k, (a, b, c, o) in VARIANTS.items()}
     rec["train"], rec["copy_sources"] = {}, {}
     g = torch.Generator(device=device).manual_seed(0)
     pool = torch.randn(4096 if cuda else 8, 3, 32, 32, device=device, generator=g).clamp_(-1, 1)
@@ -136,7 +141,7 @@ def main(argv=None) -> int:
                         r = gpu_train.peer(pool, batch, recipe, warm, steps, reps)
                     rec["train"][f"peer:force_layout_opt={force}"] = r
                     print("peer force_layout_opt", force, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
-    set_variant("layout_opt")  # the package's defaults
+    set_variant("triton_gn")  # the package's defaults
     print("img/s:", {k: round(v["img_per_s"]) for k, v in rec["train"].items()}, f"done in {rec.elapsed():.0f}s",
           "errors:", list(rec["errors"]), flush=True)
     rec.save()

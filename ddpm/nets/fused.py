@@ -1,5 +1,10 @@
 """GroupNorm in the layout the network runs in (book appendix "Appendix: the package on a GPU").
 
+:func:`norm_act` is ``dropout(act(norm(x + shift)))``, the pattern of every normalisation in the U-Net. On a
+CUDA channels-last tensor, with Triton installed, it runs :mod:`ddpm.nets._gn_triton`: two kernels forward
+and two backward, each one pass (or two) over the NHWC memory, with the shift, the SiLU and the dropout inside
+them; everywhere else, PyTorch's own operators in that order.
+
 PyTorch's GroupNorm kernel on the GPU reads and writes NCHW: on a channels-last (NHWC) activation it first
 copies the tensor to NCHW, and the next convolution copies its output back to NHWC. Under ``torch.compile``
 the same happens inside the compiled graphs (transposing copies around every normalisation, forward and
@@ -18,11 +23,52 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GroupNorm", "group_norm_nhwc"]
+__all__ = ["GroupNorm", "group_norm_nhwc", "norm_act"]
 
 # Off by default: with the compiler's layout planning forced on (ddpm.fast.compile_net) it measured slower
 # than PyTorch's own GroupNorm (benchmarks/NOTES.md). A switch for A/B runs, read when a graph is traced.
 NHWC_GROUPNORM = False
+# The Triton GroupNorm (+ shift + SiLU + dropout) kernels on CUDA channels-last tensors; False: PyTorch's ops.
+TRITON_GROUPNORM = True
+_TRITON = None  # the imported ddpm.nets._gn_triton module, False where Triton cannot be imported
+
+
+def _triton_module():
+    global _TRITON
+    if _TRITON is None:
+        try:
+            from . import _gn_triton
+
+            _TRITON = _gn_triton
+        except ImportError:  # no Triton (PyTorch's CPU builds)
+            _TRITON = False
+    return _TRITON
+
+
+def _use_triton(norm: nn.GroupNorm, x: Tensor) -> bool:
+    return (TRITON_GROUPNORM and x.is_cuda and x.dim() == 4 and norm.affine and x.numel() < 2**31
+            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            and bool(_triton_module()))
+
+
+def norm_act(norm: nn.GroupNorm, x: Tensor, *, shift: Tensor | None = None, silu: bool = True,
+             dropout: float = 0.0) -> Tensor:
+    """``dropout(silu(norm(x + shift[:, :, None, None])))`` for ``x`` (B, C, H, W) and ``shift`` (B, C) or
+    None; ``silu=False`` leaves the SiLU out, ``dropout`` is the drop probability (0 in eval mode).
+
+    The fused Triton path returns ``x``'s dtype (bfloat16 under autocast, where ``norm`` alone would give
+    float32: the next convolution casts to bfloat16 anyway) and draws its dropout mask from a seed taken from
+    PyTorch's generator; PyTorch's path is the same function in PyTorch's ops.
+    """
+    if _use_triton(norm, x):
+        seed = torch.randint(0, 2**31 - 1, (1,), device=x.device, dtype=torch.int32) if dropout > 0 else None
+        return _TRITON.group_norm_act(x, norm.num_groups, norm.weight, norm.bias, norm.eps, shift=shift, silu=silu,
+                                      p=float(dropout), seed=seed)
+    h = x if shift is None else x + shift[:, :, None, None]
+    h = norm(h)
+    if silu:
+        h = F.silu(h)
+    return F.dropout(h, dropout, training=True) if dropout > 0 else h
 
 
 def group_norm_nhwc(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .._utils import net_times as _net_times
 from .embedding import sinusoidal_embedding
-from .fused import GroupNorm
+from .fused import GroupNorm, norm_act
 
 __all__ = ["UNetConfig", "UNet", "PRESETS"]
 
@@ -155,9 +155,10 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, H, W)
-        h = h + self.temb_proj(temb)[:, :, None, None]  # temb is already SiLU'd: (B, c_out, 1, 1)
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))  # (B, c_out, H, W)
+        h = self.conv1(norm_act(self.norm1, x))  # (B, c_out, H, W)
+        p = self.dropout.p if self.training else 0.0
+        # GroupNorm of h + the time projection (temb is already SiLU'd: (B, c_out)), SiLU, dropout, conv3x3
+        h = self.conv2(norm_act(self.norm2, h, shift=self.temb_proj(temb), dropout=p))  # (B, c_out, H, W)
         return self.skip(x) + h
 
 
@@ -174,7 +175,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
         B, C, H, W = x.shape
         nh, d = self.heads, C // self.heads
-        qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
+        qkv = self.qkv(norm_act(self.norm, x, silu=False))  # (B, 3C, H, W)
         if qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous():
             # NHWC in memory: (B, H*W, 3, nh, d) is a view, so q, k, v reach the attention kernel without a copy
             # (each has a contiguous last dimension) and the result goes back to NHWC as a view too.
@@ -317,4 +318,4 @@ class UNet(nn.Module):
             h = torch.cat([h, hs.pop()], dim=1)  # (B, c + c_skip, h, w)
             for layer in block:
                 h = layer(h, temb)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
+        return self.conv_out(norm_act(self.norm_out, h))  # (B, C, H, W)
