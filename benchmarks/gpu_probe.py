@@ -85,8 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"among {list(VARIANTS)}")
     ap.add_argument("--sources", default="neither,both", help="variants whose copy sources are profiled")
-    ap.add_argument("--peer", action="store_true", help="also time diffusers in the fastest recipe with and "
-                    "without inductor's forced layout planning")
+    ap.add_argument("--peer", action="store_true", help="also time diffusers in the fastest recipe")
+    ap.add_argument("--peer-forced", action="store_true", help="and diffusers with inductor's layout planning forced on")
     ap.add_argument("--name", default="probe.json")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
@@ -132,8 +132,8 @@ def main(argv=None) -> int:
                         print("   ", f"{row['ms_per_step']:.3f} ms x{row['kernels_per_step']:.0f}", row["chain"][:300], flush=True)
                     for row in cs["kernels"][:40]:
                         print("    k", f"{row['ms_per_step']:.3f} ms x{row['calls_per_step']:.0f}", row["name"][:150], flush=True)
-    if args.peer:
-        for force in (False, True):
+    if args.peer or args.peer_forced:
+        for force in [f for f, on in ((False, args.peer), (True, args.peer_forced)) if on]:
             with rec.stage(f"peer:force_layout_opt={force}", need=90) as ok:
                 if ok:
                     torch._dynamo.reset()
