@@ -141,7 +141,7 @@ def main(argv=None) -> int:
                         r = gpu_train.peer(pool, batch, recipe, warm, steps, reps)
                     rec["train"][f"peer:force_layout_opt={force}"] = r
                     print("peer force_layout_opt", force, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
-    set_variant("triton_gn")  # the package's defaults
+    set_variant("layout_opt")  # the package's defaults
     print("img/s:", {k: round(v["img_per_s"]) for k, v in rec["train"].items()}, f"done in {rec.elapsed():.0f}s",
           "errors:", list(rec["errors"]), flush=True)
     rec.save()

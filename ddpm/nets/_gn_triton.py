@@ -8,11 +8,14 @@ when to use it. The operator ``ddpm::group_norm_act`` computes, for ``x`` of sha
     z  = GroupNorm(xs) * weight + bias                   (statistics per (batch, group) in float32)
     y  = dropout(SiLU(z))  or  dropout(z)                (dropout mask from Philox(seed, element index))
 
-in two kernels: one reads ``x`` for the group sums (several programs per image, partial sums), one reads it
-again and writes ``y``. The backward is two kernels as well: one reads ``x`` and ``dy`` for the per-channel
-sums of ``dz``, ``dz * xhat`` and ``xhat``, one reads them again and writes ``dx``; the dropout mask is drawn
-again from the same seed, so nothing but ``x`` and the (B, G) statistics is saved. The weight, bias and
-shift gradients are small (B, C) reductions left to PyTorch (and to the compiler, under ``torch.compile``).
+in three kernels: one reads ``x`` for per-channel sums (several programs per image, partial sums), one per
+image turns them into the group statistics and a per-channel ``z = x * a + d``, one reads ``x`` again and
+writes ``y``. The backward is three kernels as well: per-channel sums of ``dz``, ``dz * xhat`` and ``xhat``
+(reading ``x`` and ``dy``), a per-image kernel that turns them into ``dx = dz * u + xhat * v + w`` per channel
+and the shift gradient, and one that reads ``x`` and ``dy`` again and writes ``dx``. Every tile is rows of the
+NHWC slab by all the channels, so loads are contiguous. The dropout mask is drawn again from the same seed:
+nothing but ``x`` and the (B, G) statistics is saved. The weight and bias gradients are sums over the batch
+left to PyTorch (and to the compiler, under ``torch.compile``).
 """
 
 from __future__ import annotations
@@ -27,50 +30,80 @@ from torch import Tensor
 
 __all__ = ["group_norm_act"]
 
-_ELEMS_FWD = 4096  # elements per tile: rows of the NHWC (H*W, C) slab times the padded channels
-_ELEMS_BWD = 2048
+_ELEMS = 4096  # elements per tile: rows of the NHWC (H*W, C) slab times the (padded) channels
 
 
 @triton.jit
-def _channels(Cg, G, GP: tl.constexpr, CGP: tl.constexpr):
-    g = tl.arange(0, GP)[None, :, None]  # (1, GP, 1)
-    j = tl.arange(0, CGP)[None, None, :]  # (1, 1, CGP)
-    return g, g * Cg + j, (g < G) & (j < Cg)
-
-
-@triton.jit
-def _stats_kernel(X, SHIFT, PART, HW, C, Cg, G, rows, SPLIT,
-                  HAS_SHIFT: tl.constexpr, BLOCK_HW: tl.constexpr, GP: tl.constexpr, CGP: tl.constexpr):
-    """Partial sums of xs and xs^2 per group over rows [s*rows, (s+1)*rows) of image b: PART (B, SPLIT, 2, GP)."""
+def _stats_kernel(X, SHIFT, PART, HW, C, rows, SPLIT,
+                  HAS_SHIFT: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per-channel partial sums of xs and xs^2 over rows [s*rows, (s+1)*rows) of image b: PART (B, SPLIT, 2, C)."""
     b = tl.program_id(0)
     s = tl.program_id(1)
-    g, c, cmask = _channels(Cg, G, GP, CGP)
+    c = tl.arange(0, BLOCK_C)[None, :]
+    cm = c < C
     base = b.to(tl.int64) * HW * C
     if HAS_SHIFT:
-        sh = tl.load(SHIFT + b * C + c, mask=cmask, other=0.0).to(tl.float32)
-    acc = tl.zeros([BLOCK_HW, GP, CGP], dtype=tl.float32)
-    acc2 = tl.zeros([BLOCK_HW, GP, CGP], dtype=tl.float32)
+        sh = tl.load(SHIFT + b * C + c, mask=cm, other=0.0).to(tl.float32)
+    acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
     start = s * rows
     end = tl.minimum(start + rows, HW)
     for r0 in range(start, end, BLOCK_HW):
-        hw = r0 + tl.arange(0, BLOCK_HW)[:, None, None]
-        m = (hw < end) & cmask
+        hw = r0 + tl.arange(0, BLOCK_HW)[:, None]
+        m = (hw < end) & cm
         v = tl.load(X + base + hw * C + c, mask=m, other=0.0).to(tl.float32)
         if HAS_SHIFT:
             v = tl.where(m, v + sh, 0.0)
         acc += v
         acc2 += v * v
-    gg = tl.arange(0, GP)
-    out = PART + (b * SPLIT + s) * 2 * GP
-    tl.store(out + gg, tl.sum(tl.sum(acc, 0), 1))
-    tl.store(out + GP + gg, tl.sum(tl.sum(acc2, 0), 1))
+    c1 = tl.arange(0, BLOCK_C)
+    out = PART + (b * SPLIT + s) * 2 * C + c1
+    tl.store(out, tl.sum(acc, 0), mask=c1 < C)
+    tl.store(out + C, tl.sum(acc2, 0), mask=c1 < C)
 
 
 @triton.jit
-def _act(v, mu, rs, w, bb, seed, off, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr):
-    """xhat, z = xhat * w + bb, the activation a(z), the dropout factor (0 or scale), and sigmoid(z)."""
-    xhat = (v - mu) * rs
-    z = xhat * w + bb
+def _split_sum(PART, b, k, K, C, SPLIT, BLOCK_C: tl.constexpr, SP: tl.constexpr):
+    """Sum over the splits of row k of PART (B, SPLIT, K, C) for image b: (BLOCK_C,)."""
+    sp = tl.arange(0, SP)[:, None]
+    c = tl.arange(0, BLOCK_C)[None, :]
+    v = tl.load(PART + ((b * SPLIT + sp) * K + k) * C + c, mask=(sp < SPLIT) & (c < C), other=0.0)
+    return tl.sum(v, 0)
+
+
+@triton.jit
+def _fwd_combine_kernel(PART, SHIFT, W, Bb, MEAN, RSTD, COEF, C, Cg, G, SPLIT, n_per_group, eps,
+                        HAS_SHIFT: tl.constexpr, BLOCK_C: tl.constexpr, GP: tl.constexpr, SP: tl.constexpr):
+    """Group statistics of image b, and the per-channel a, d of z = x * a + d: COEF (B, 2, C)."""
+    b = tl.program_id(0)
+    s1 = _split_sum(PART, b, 0, 2, C, SPLIT, BLOCK_C, SP)  # (BLOCK_C,)
+    s2 = _split_sum(PART, b, 1, 2, C, SPLIT, BLOCK_C, SP)
+    gi = tl.arange(0, GP)[:, None]
+    cc = tl.arange(0, BLOCK_C)[None, :]
+    member = ((cc // Cg) == gi) & (cc < C)  # (GP, BLOCK_C): channel c is in group g
+    mean = tl.sum(tl.where(member, s1[None, :], 0.0), 1) / n_per_group  # (GP,)
+    var = tl.maximum(tl.sum(tl.where(member, s2[None, :], 0.0), 1) / n_per_group - mean * mean, 0.0)
+    rstd = 1.0 / tl.sqrt(var + eps)
+    g1 = tl.arange(0, GP)
+    tl.store(MEAN + b * G + g1, mean, mask=g1 < G)
+    tl.store(RSTD + b * G + g1, rstd, mask=g1 < G)
+    mean_c = tl.sum(tl.where(member, mean[:, None], 0.0), 0)  # (BLOCK_C,)
+    rstd_c = tl.sum(tl.where(member, rstd[:, None], 0.0), 0)
+    c1 = tl.arange(0, BLOCK_C)
+    cm = c1 < C
+    w = tl.load(W + c1, mask=cm, other=0.0).to(tl.float32)
+    bb = tl.load(Bb + c1, mask=cm, other=0.0).to(tl.float32)
+    sh = 0.0
+    if HAS_SHIFT:
+        sh = tl.load(SHIFT + b * C + c1, mask=cm, other=0.0).to(tl.float32)
+    a = rstd_c * w
+    tl.store(COEF + b * 2 * C + c1, a, mask=cm)
+    tl.store(COEF + b * 2 * C + C + c1, bb + (sh - mean_c) * a, mask=cm)
+
+
+@triton.jit
+def _activate(z, seed, off, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr):
+    """The activation a(z), the dropout factor (0 or scale) and sigmoid(z) (z itself without SiLU)."""
     if SILU:
         sig = tl.sigmoid(z)
         a = z * sig
@@ -81,45 +114,43 @@ def _act(v, mu, rs, w, bb, seed, off, p, scale, SILU: tl.constexpr, DROPOUT: tl.
         keep = tl.where(tl.rand(seed, off) >= p, scale, 0.0)
     else:
         keep = 1.0
-    return xhat, z, a, keep, sig
+    return a, keep, sig
 
 
 @triton.jit
-def _fwd_kernel(X, SHIFT, PART, W, Bb, SEED, Y, MEAN, RSTD, HW, C, Cg, G, SPLIT, n_per_group, eps, p, scale,
-                HAS_SHIFT: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
-                BLOCK_HW: tl.constexpr, GP: tl.constexpr, CGP: tl.constexpr, SP: tl.constexpr):
+def _fwd_apply_kernel(X, COEF, SEED, Y, HW, C, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr,
+                      BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
     b = tl.program_id(0)
     t = tl.program_id(1)
-    g, c, cmask = _channels(Cg, G, GP, CGP)
-    # the group statistics from the partial sums of image b
-    sp = tl.arange(0, SP)[:, None]
-    gg = tl.arange(0, GP)[None, :]
-    pm = sp < SPLIT
-    part = PART + (b * SPLIT + sp) * 2 * GP + gg
-    s1 = tl.sum(tl.load(part, mask=pm, other=0.0), 0)  # (GP,)
-    s2 = tl.sum(tl.load(part + GP, mask=pm, other=0.0), 0)
-    mean = s1 / n_per_group
-    var = tl.maximum(s2 / n_per_group - mean * mean, 0.0)
-    rstd = 1.0 / tl.sqrt(var + eps)
-    if t == 0:
-        g1 = tl.arange(0, GP)
-        tl.store(MEAN + b * G + g1, mean, mask=g1 < G)
-        tl.store(RSTD + b * G + g1, rstd, mask=g1 < G)
-    mu = tl.reshape(mean, (1, GP, 1))
-    rs = tl.reshape(rstd, (1, GP, 1))
-    w = tl.load(W + c, mask=cmask, other=0.0).to(tl.float32)
-    bb = tl.load(Bb + c, mask=cmask, other=0.0).to(tl.float32)
-    hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)[:, None, None]
-    m = (hw < HW) & cmask
+    c = tl.arange(0, BLOCK_C)[None, :]
+    cm = c < C
+    a = tl.load(COEF + b * 2 * C + c, mask=cm, other=0.0)
+    d = tl.load(COEF + b * 2 * C + C + c, mask=cm, other=0.0)
+    hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)[:, None]
+    m = (hw < HW) & cm
     off = b * HW * C + hw * C + c  # int32: the caller checks numel < 2**31
-    v = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
-    if HAS_SHIFT:
-        v += tl.load(SHIFT + b * C + c, mask=cmask, other=0.0).to(tl.float32)
+    z = tl.load(X + off, mask=m, other=0.0).to(tl.float32) * a + d
     seed = 0
     if DROPOUT:
         seed = tl.load(SEED)
-    xhat, z, a, keep, sig = _act(v, mu, rs, w, bb, seed, off, p, scale, SILU, DROPOUT)
-    tl.store(Y + off, (a * keep).to(Y.dtype.element_ty), mask=m)
+    act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
+    tl.store(Y + off, (act * keep).to(Y.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _xhat_coef(SHIFT, MEAN, RSTD, W, Bb, b, C, Cg, G, HAS_SHIFT: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per-channel P, Q, w, beta of xhat = x * P + Q and z = xhat * w + beta for image b: (1, BLOCK_C) each."""
+    c = tl.arange(0, BLOCK_C)[None, :]
+    cm = c < C
+    gidx = tl.minimum(c // Cg, G - 1)
+    mu = tl.load(MEAN + b * G + gidx, mask=cm, other=0.0)
+    rs = tl.load(RSTD + b * G + gidx, mask=cm, other=0.0)
+    sh = 0.0
+    if HAS_SHIFT:
+        sh = tl.load(SHIFT + b * C + c, mask=cm, other=0.0).to(tl.float32)
+    w = tl.load(W + c, mask=cm, other=0.0).to(tl.float32)
+    bb = tl.load(Bb + c, mask=cm, other=0.0).to(tl.float32)
+    return rs, (sh - mu) * rs, w, bb
 
 
 @triton.jit
@@ -133,82 +164,96 @@ def _dz(dy, z, keep, sig, SILU: tl.constexpr):
 @triton.jit
 def _bwd_reduce_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, PART, HW, C, Cg, G, rows, SPLIT, p, scale,
                        HAS_SHIFT: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
-                       BLOCK_HW: tl.constexpr, GP: tl.constexpr, CGP: tl.constexpr):
-    """Partial per-channel sums of dz, dz * xhat and xhat: PART (B, SPLIT, 3, C)."""
+                       BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per-channel partial sums of dz, dz * xhat and xhat: PART (B, SPLIT, 3, C)."""
     b = tl.program_id(0)
     s = tl.program_id(1)
-    g, c, cmask = _channels(Cg, G, GP, CGP)
-    gm = g < G
-    mu = tl.load(MEAN + b * G + g, mask=gm, other=0.0)
-    rs = tl.load(RSTD + b * G + g, mask=gm, other=0.0)
-    w = tl.load(W + c, mask=cmask, other=0.0).to(tl.float32)
-    bb = tl.load(Bb + c, mask=cmask, other=0.0).to(tl.float32)
-    if HAS_SHIFT:
-        sh = tl.load(SHIFT + b * C + c, mask=cmask, other=0.0).to(tl.float32)
+    c = tl.arange(0, BLOCK_C)[None, :]
+    cm = c < C
+    P, Q, w, bb = _xhat_coef(SHIFT, MEAN, RSTD, W, Bb, b, C, Cg, G, HAS_SHIFT, BLOCK_C)
     seed = 0
     if DROPOUT:
         seed = tl.load(SEED)
-    a_acc = tl.zeros([BLOCK_HW, GP, CGP], dtype=tl.float32)
-    b_acc = tl.zeros([BLOCK_HW, GP, CGP], dtype=tl.float32)
-    r_acc = tl.zeros([BLOCK_HW, GP, CGP], dtype=tl.float32)
+    a_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
+    b_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
+    r_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
     start = s * rows
     end = tl.minimum(start + rows, HW)
     for r0 in range(start, end, BLOCK_HW):
-        hw = r0 + tl.arange(0, BLOCK_HW)[:, None, None]
-        m = (hw < end) & cmask
+        hw = r0 + tl.arange(0, BLOCK_HW)[:, None]
+        m = (hw < end) & cm
         off = b * HW * C + hw * C + c
-        v = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
-        if HAS_SHIFT:
-            v += sh
-        dy = tl.load(DY + off, mask=m, other=0.0).to(tl.float32)
-        xhat, z, a, keep, sig = _act(v, mu, rs, w, bb, seed, off, p, scale, SILU, DROPOUT)
-        dz = _dz(dy, z, keep, sig, SILU)
+        xhat = tl.load(X + off, mask=m, other=0.0).to(tl.float32) * P + Q
         xhat = tl.where(m, xhat, 0.0)
+        dy = tl.load(DY + off, mask=m, other=0.0).to(tl.float32)
+        z = xhat * w + bb
+        act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
+        dz = _dz(dy, z, keep, sig, SILU)
         a_acc += dz
         b_acc += dz * xhat
         r_acc += xhat
-    out = PART + (b * SPLIT + s) * 3 * C + c
-    tl.store(out, tl.reshape(tl.sum(a_acc, 0), (1, GP, CGP)), mask=cmask)
-    tl.store(out + C, tl.reshape(tl.sum(b_acc, 0), (1, GP, CGP)), mask=cmask)
-    tl.store(out + 2 * C, tl.reshape(tl.sum(r_acc, 0), (1, GP, CGP)), mask=cmask)
+    c1 = tl.arange(0, BLOCK_C)
+    out = PART + (b * SPLIT + s) * 3 * C + c1
+    tl.store(out, tl.sum(a_acc, 0), mask=c1 < C)
+    tl.store(out + C, tl.sum(b_acc, 0), mask=c1 < C)
+    tl.store(out + 2 * C, tl.sum(r_acc, 0), mask=c1 < C)
 
 
 @triton.jit
-def _bwd_apply_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, PART, DX, HW, C, Cg, G, SPLIT, n_per_group, p, scale,
+def _bwd_combine_kernel(PART, RSTD, W, COEF, SUMS, HW, C, Cg, G, SPLIT, n_per_group,
+                        BLOCK_C: tl.constexpr, GP: tl.constexpr, SP: tl.constexpr):
+    """For image b: dx = dz * U + xhat * V + Wc per channel (COEF (B, 3, C)), with U = rstd * w,
+    V = -rstd * S2 / n, Wc = -rstd * S1 / n (S1, S2: the group sums of dz * w and dz * w * xhat); and SUMS
+    (B, 3, C): the image's sums of dz (bias gradient), dz * xhat (weight gradient) and dx (shift gradient)."""
+    b = tl.program_id(0)
+    a_c = _split_sum(PART, b, 0, 3, C, SPLIT, BLOCK_C, SP)  # (BLOCK_C,)
+    b_c = _split_sum(PART, b, 1, 3, C, SPLIT, BLOCK_C, SP)
+    r_c = _split_sum(PART, b, 2, 3, C, SPLIT, BLOCK_C, SP)
+    c1 = tl.arange(0, BLOCK_C)
+    cm = c1 < C
+    w = tl.load(W + c1, mask=cm, other=0.0).to(tl.float32)
+    gi = tl.arange(0, GP)[:, None]
+    member = ((c1[None, :] // Cg) == gi) & cm[None, :]  # (GP, BLOCK_C)
+    s1 = tl.sum(tl.where(member, (a_c * w)[None, :], 0.0), 1)  # (GP,)
+    s2 = tl.sum(tl.where(member, (b_c * w)[None, :], 0.0), 1)
+    s1_c = tl.sum(tl.where(member, s1[:, None], 0.0), 0)  # (BLOCK_C,)
+    s2_c = tl.sum(tl.where(member, s2[:, None], 0.0), 0)
+    rs_c = tl.load(RSTD + b * G + tl.minimum(c1 // Cg, G - 1), mask=cm, other=0.0)
+    u = rs_c * w
+    v = -rs_c * s2_c / n_per_group
+    wc = -rs_c * s1_c / n_per_group
+    tl.store(COEF + b * 3 * C + c1, u, mask=cm)
+    tl.store(COEF + b * 3 * C + C + c1, v, mask=cm)
+    tl.store(COEF + b * 3 * C + 2 * C + c1, wc, mask=cm)
+    tl.store(SUMS + b * 3 * C + c1, a_c, mask=cm)
+    tl.store(SUMS + b * 3 * C + C + c1, b_c, mask=cm)
+    tl.store(SUMS + b * 3 * C + 2 * C + c1, u * a_c + v * r_c + wc * HW, mask=cm)
+
+
+@triton.jit
+def _bwd_apply_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, COEF, DX, HW, C, Cg, G, p, scale,
                       HAS_SHIFT: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
-                      BLOCK_HW: tl.constexpr, GP: tl.constexpr, CGP: tl.constexpr, SP: tl.constexpr):
-    """dx = rstd * (dxhat - (S1 + xhat * S2) / n), S1 = sum over the group of dxhat, S2 of dxhat * xhat."""
+                      BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
     b = tl.program_id(0)
     t = tl.program_id(1)
-    g, c, cmask = _channels(Cg, G, GP, CGP)
-    gm = g < G
-    w = tl.load(W + c, mask=cmask, other=0.0).to(tl.float32)
-    bb = tl.load(Bb + c, mask=cmask, other=0.0).to(tl.float32)
-    # S1, S2 of image b: the partial per-channel sums over the splits, weighted by w, summed over the group
-    sp = tl.arange(0, SP)[:, None, None]
-    pm = (sp < SPLIT) & cmask
-    part = PART + (b * SPLIT + sp) * 3 * C + c
-    a_c = tl.sum(tl.load(part, mask=pm, other=0.0), 0)  # (GP, CGP)
-    b_c = tl.sum(tl.load(part + C, mask=pm, other=0.0), 0)
-    w2 = tl.reshape(w, (GP, CGP))
-    s1 = tl.reshape(tl.sum(a_c * w2, 1), (1, GP, 1))
-    s2 = tl.reshape(tl.sum(b_c * w2, 1), (1, GP, 1))
-    mu = tl.load(MEAN + b * G + g, mask=gm, other=0.0)
-    rs = tl.load(RSTD + b * G + g, mask=gm, other=0.0)
+    c = tl.arange(0, BLOCK_C)[None, :]
+    cm = c < C
+    P, Q, w, bb = _xhat_coef(SHIFT, MEAN, RSTD, W, Bb, b, C, Cg, G, HAS_SHIFT, BLOCK_C)
+    u = tl.load(COEF + b * 3 * C + c, mask=cm, other=0.0)
+    v = tl.load(COEF + b * 3 * C + C + c, mask=cm, other=0.0)
+    wc = tl.load(COEF + b * 3 * C + 2 * C + c, mask=cm, other=0.0)
     seed = 0
     if DROPOUT:
         seed = tl.load(SEED)
-    hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)[:, None, None]
-    m = (hw < HW) & cmask
+    hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)[:, None]
+    m = (hw < HW) & cm
     off = b * HW * C + hw * C + c
-    v = tl.load(X + off, mask=m, other=0.0).to(tl.float32)
-    if HAS_SHIFT:
-        v += tl.load(SHIFT + b * C + c, mask=cmask, other=0.0).to(tl.float32)
+    xhat = tl.load(X + off, mask=m, other=0.0).to(tl.float32) * P + Q
     dy = tl.load(DY + off, mask=m, other=0.0).to(tl.float32)
-    xhat, z, a, keep, sig = _act(v, mu, rs, w, bb, seed, off, p, scale, SILU, DROPOUT)
+    z = xhat * w + bb
+    act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
     dz = _dz(dy, z, keep, sig, SILU)
-    dx = rs * (dz * w - (s1 + xhat * s2) / n_per_group)
-    tl.store(DX + off, dx.to(DX.dtype.element_ty), mask=m)
+    tl.store(DX + off, (dz * u + xhat * v + wc).to(DX.dtype.element_ty), mask=m)
 
 
 def _pow2(n: int) -> int:
@@ -222,17 +267,17 @@ def _sms(device_index: int) -> int:
     return 4  # the Triton interpreter on the CPU
 
 
-def _plan(B: int, HW: int, C: int, G: int, elems: int, device: torch.device):
-    Cg = C // G
-    GP, CGP = _pow2(G), _pow2(Cg)
-    block_hw = max(1, min(_pow2(HW), elems // (GP * CGP)))
+def _plan(B: int, HW: int, C: int, device: torch.device):
+    """Tile rows, channel block, number of splits per image and rows per split of the reduction kernels."""
+    block_c = _pow2(C)
+    block_hw = max(1, min(_pow2(HW), _ELEMS // block_c))
     tiles = triton.cdiv(HW, block_hw)
     split = 1
-    while split < 16 and split * 2 <= tiles and B * split < 4 * _sms(device.index or 0):
+    while split < 16 and split * 2 <= tiles and B * split < 2 * _sms(device.index or 0):
         split *= 2
     rows = triton.cdiv(triton.cdiv(HW, split), block_hw) * block_hw
     split = triton.cdiv(HW, rows)
-    return Cg, GP, CGP, block_hw, split, rows
+    return block_c, block_hw, split, rows
 
 
 def _nhwc(x: Tensor) -> Tensor:
@@ -243,21 +288,24 @@ def _nhwc(x: Tensor) -> Tensor:
 def _fwd(x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: Tensor, seed: Optional[Tensor], groups: int,
          eps: float, silu: bool, p: float) -> tuple[Tensor, Tensor, Tensor]:
     B, C, H, W = x.shape
-    HW = H * W
+    HW, Cg = H * W, C // groups
     x = _nhwc(x)
-    Cg, GP, CGP, block_hw, split, rows = _plan(B, HW, C, groups, _ELEMS_FWD, x.device)
-    part = torch.empty((B, split, 2, GP), device=x.device, dtype=torch.float32)
+    block_c, block_hw, split, rows = _plan(B, HW, C, x.device)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    part = torch.empty((B, split, 2, C), **f32)
     sh = shift.contiguous() if shift is not None else x
-    _stats_kernel[(B, split)](x, sh, part, HW, C, Cg, groups, rows, split, HAS_SHIFT=shift is not None,
-                              BLOCK_HW=block_hw, GP=GP, CGP=CGP, num_warps=4)
+    _stats_kernel[(B, split)](x, sh, part, HW, C, rows, split, HAS_SHIFT=shift is not None, BLOCK_HW=block_hw,
+                              BLOCK_C=block_c, num_warps=8)
+    mean, rstd = torch.empty((B, groups), **f32), torch.empty((B, groups), **f32)
+    coef = torch.empty((B, 2, C), **f32)
+    _fwd_combine_kernel[(B,)](part, sh, weight, bias, mean, rstd, coef, C, Cg, groups, split, float(HW * Cg), eps,
+                              HAS_SHIFT=shift is not None, BLOCK_C=block_c, GP=_pow2(groups), SP=_pow2(split),
+                              num_warps=8)
     y = torch.empty_like(x)
-    mean = torch.empty((B, groups), device=x.device, dtype=torch.float32)
-    rstd = torch.empty_like(mean)
     drop = p > 0.0
-    _fwd_kernel[(B, triton.cdiv(HW, block_hw))](
-        x, sh, part, weight, bias, seed if drop else part, y, mean, rstd, HW, C, Cg, groups, split, float(HW * Cg),
-        eps, p, 1.0 / (1.0 - p), HAS_SHIFT=shift is not None, SILU=silu, DROPOUT=drop, BLOCK_HW=block_hw, GP=GP,
-        CGP=CGP, SP=_pow2(split), num_warps=4)
+    _fwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](x, coef, seed if drop else coef, y, HW, C, p, 1.0 / (1.0 - p),
+                                                      SILU=silu, DROPOUT=drop, BLOCK_HW=block_hw, BLOCK_C=block_c,
+                                                      num_warps=4)
     return y, mean, rstd
 
 
@@ -272,21 +320,24 @@ def _(x, shift, weight, bias, seed, groups, eps, silu, p):
 def _bwd(dy: Tensor, x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: Tensor, seed: Optional[Tensor],
          mean: Tensor, rstd: Tensor, groups: int, silu: bool, p: float) -> tuple[Tensor, Tensor]:
     B, C, H, W = x.shape
-    HW = H * W
+    HW, Cg = H * W, C // groups
     x, dy = _nhwc(x), _nhwc(dy)
-    Cg, GP, CGP, block_hw, split, rows = _plan(B, HW, C, groups, _ELEMS_BWD, x.device)
-    part = torch.empty((B, split, 3, C), device=x.device, dtype=torch.float32)
+    block_c, block_hw, split, rows = _plan(B, HW, C, x.device)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    part = torch.empty((B, split, 3, C), **f32)
     sh = shift.contiguous() if shift is not None else x
     drop = p > 0.0
     sd = seed if drop else mean
-    flags = dict(HAS_SHIFT=shift is not None, SILU=silu, DROPOUT=drop, BLOCK_HW=block_hw, GP=GP, CGP=CGP)
+    flags = dict(HAS_SHIFT=shift is not None, SILU=silu, DROPOUT=drop, BLOCK_HW=block_hw, BLOCK_C=block_c)
     _bwd_reduce_kernel[(B, split)](dy, x, sh, weight, bias, sd, mean, rstd, part, HW, C, Cg, groups, rows, split, p,
-                                   1.0 / (1.0 - p), **flags, num_warps=4)
+                                   1.0 / (1.0 - p), **flags, num_warps=8)
+    coef, sums = torch.empty((B, 3, C), **f32), torch.empty((B, 3, C), **f32)
+    _bwd_combine_kernel[(B,)](part, rstd, weight, coef, sums, HW, C, Cg, groups, split, float(HW * Cg),
+                              BLOCK_C=block_c, GP=_pow2(groups), SP=_pow2(split), num_warps=8)
     dx = torch.empty_like(x)
-    _bwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](
-        dy, x, sh, weight, bias, sd, mean, rstd, part, dx, HW, C, Cg, groups, split, float(HW * Cg), p,
-        1.0 / (1.0 - p), **flags, SP=_pow2(split), num_warps=4)
-    return dx, part.sum(1)  # (B, C, H, W) NHWC, (B, 3, C): sums over the image of dz, dz * xhat, xhat
+    _bwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](dy, x, sh, weight, bias, sd, mean, rstd, coef, dx, HW, C, Cg,
+                                                      groups, p, 1.0 / (1.0 - p), **flags, num_warps=4)
+    return dx, sums  # (B, C, H, W) NHWC; (B, 3, C): per image, the sums of dz, dz * xhat and dx
 
 
 @_bwd.register_fake
@@ -306,17 +357,8 @@ def _backward(ctx, dy, _dmean, _drstd):
     x, shift, weight, bias, seed, mean, rstd = ctx.saved_tensors
     groups, silu, p = ctx.cfg
     dx, sums = _bwd(dy, x, shift, weight, bias, seed, mean, rstd, groups, silu, p)
-    B, C, H, W = x.shape
-    a, bx, r = sums.unbind(1)  # (B, C) each
-    dweight, dbias = bx.sum(0).to(weight.dtype), a.sum(0).to(bias.dtype)
-    dshift = None
-    if shift is not None:
-        n = H * W * (C // groups)
-        wa = (a * weight).view(B, groups, -1)  # (B, G, C/G): per-channel sums of dxhat
-        s1 = wa.sum(-1, keepdim=True)
-        s2 = (bx * weight).view(B, groups, -1).sum(-1, keepdim=True)
-        dshift = (rstd[:, :, None] * (wa - (H * W * s1 + r.view(B, groups, -1) * s2) / n)).reshape(B, C)
-        dshift = dshift.to(shift.dtype)
+    dbias, dweight = sums[:, 0].sum(0).to(bias.dtype), sums[:, 1].sum(0).to(weight.dtype)
+    dshift = sums[:, 2].to(shift.dtype) if shift is not None else None
     return dx, dshift, dweight, dbias, None, None, None, None, None
 
 

@@ -29,7 +29,7 @@ __all__ = ["GroupNorm", "group_norm_nhwc", "norm_act"]
 # than PyTorch's own GroupNorm (benchmarks/NOTES.md). A switch for A/B runs, read when a graph is traced.
 NHWC_GROUPNORM = False
 # The Triton GroupNorm (+ shift + SiLU + dropout) kernels on CUDA channels-last tensors; False: PyTorch's ops.
-TRITON_GROUPNORM = True
+TRITON_GROUPNORM = False
 _TRITON = None  # the imported ddpm.nets._gn_triton module, False where Triton cannot be imported
 
 
