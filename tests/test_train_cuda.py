@@ -79,3 +79,25 @@ def test_the_cuda_graph_run_matches_the_eager_run():
     torch.testing.assert_close(torch.tensor(r2.losses), torch.tensor(r.losses), rtol=1e-3, atol=1e-4)
     for p, q in zip(r2.ema.parameters(), r.ema.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(cuda_graph=True)], ids=["eager", "cuda_graph"])
+def test_the_unet_step_with_dropout_runs_the_triton_kernels_without_host_sync(monkeypatch, flags):
+    """The U-Net's fused GroupNorm + SiLU + dropout kernels (drawing a dropout seed every call) in bf16
+    channels-last training, eager and inside the whole-step CUDA graph: no host sync, finite losses."""
+    pytest.importorskip("triton")
+    from ddpm import UNetConfig
+    from ddpm.nets import _gn_triton, fused
+
+    calls = []
+    real = _gn_triton.group_norm_act
+    monkeypatch.setattr(_gn_triton, "group_norm_act", lambda *a, **k: calls.append(k.get("p")) or real(*a, **k))
+    monkeypatch.setattr(fused, "TRITON_GROUPNORM", True)
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(image_size=16, in_channels=1, channels=32, channel_mults=(1, 2), num_res_blocks=1,
+                          attn_resolutions=(8,), groups=8, dropout=0.1))
+    data = load_dataset("digits", n=64, generator=torch.Generator().manual_seed(0))
+    data = torch.nn.functional.pad(data, (4, 4, 4, 4), value=-1.0)  # (64, 1, 16, 16)
+    steps_under_sync_error(net, data, TrainConfig(batch_size=16, log_every=10, device="cuda", bf16=True,
+                                                  channels_last=True, **flags))
+    assert calls and 0.1 in calls and 0.0 in calls  # the norms with and without dropout took the Triton path

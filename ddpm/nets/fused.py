@@ -1,9 +1,10 @@
 """GroupNorm in the layout the network runs in (book appendix "Appendix: the package on a GPU").
 
-:func:`norm_act` is ``dropout(act(norm(x + shift)))``, the pattern of every normalisation in the U-Net. On a
-CUDA channels-last tensor, with Triton installed, it runs :mod:`ddpm.nets._gn_triton`: two kernels forward
-and two backward, each one pass (or two) over the NHWC memory, with the shift, the SiLU and the dropout inside
-them; everywhere else, PyTorch's own operators in that order.
+:func:`norm_act` is ``dropout(act(norm(x + shift)))``, the pattern of every normalisation in the U-Net. In
+training (gradients on) on a CUDA channels-last tensor, with Triton installed, it runs
+:mod:`ddpm.nets._gn_triton`: one pass over the NHWC memory for the statistics and one for the output forward,
+two backward, with the shift, the SiLU and the dropout inside them. Everywhere else (the CPU, and sampling,
+where the compiler's own fused kernels are kept) it is PyTorch's own operators in that order.
 
 PyTorch's GroupNorm kernel on the GPU reads and writes NCHW: on a channels-last (NHWC) activation it first
 copies the tensor to NCHW, and the next convolution copies its output back to NHWC. Under ``torch.compile``
@@ -28,8 +29,9 @@ __all__ = ["GroupNorm", "group_norm_nhwc", "norm_act"]
 # Off by default: with the compiler's layout planning forced on (ddpm.fast.compile_net) it measured slower
 # than PyTorch's own GroupNorm (benchmarks/NOTES.md). A switch for A/B runs, read when a graph is traced.
 NHWC_GROUPNORM = False
-# The Triton GroupNorm (+ shift + SiLU + dropout) kernels on CUDA channels-last tensors; False: PyTorch's ops.
-TRITON_GROUPNORM = False
+# The Triton GroupNorm (+ shift + SiLU + dropout) kernels on CUDA channels-last tensors when gradients are on
+# (training: measured faster than the compiler's own kernels, benchmarks/NOTES.md); False: PyTorch's ops.
+TRITON_GROUPNORM = True
 _TRITON = None  # the imported ddpm.nets._gn_triton module, False where Triton cannot be imported
 
 
@@ -46,7 +48,8 @@ def _triton_module():
 
 
 def _use_triton(norm: nn.GroupNorm, x: Tensor) -> bool:
-    return (TRITON_GROUPNORM and x.is_cuda and x.dim() == 4 and norm.affine and x.numel() < 2**31
+    return (TRITON_GROUPNORM and torch.is_grad_enabled() and x.is_cuda and x.dim() == 4 and norm.affine
+            and x.numel() < 2**31
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             and bool(_triton_module()))
 
