@@ -19,7 +19,7 @@ START, END = "<!-- results:start (made by benchmarks/readme_results.py) -->", "<
 
 def render() -> str:
     s = json.loads((RESULTS / "summary.json").read_text())
-    src = s["sources"]["train_fast"]
+    src = s["sources"].get("probe_final") or s["sources"]["train_fast"]
     fd = s["fashion_fd"]
     h = s.get("history", {}).get("h100")
     c = json.loads((RESULTS / "cpu_digits.json").read_text())

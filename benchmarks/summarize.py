@@ -7,10 +7,14 @@ sides), ``train_fast_prev.json`` (the fastest recipes of the package's previous 
 graph), ``train_fast_nhwc_gn.json`` (diffusers in the fastest recipe at batch 128 and 256; ours with the NHWC
 GroupNorm switch on; the sync count; the loss curve), ``train_fast.json`` (ours, the package's fastest flags,
 batch 128 and 256), ``train_profile.json`` (the kernel profile of that step), ``probe.json`` (the A/B of the
-layout switches, diffusers in the same process), ``sample.json``, ``fashion.json`` and the CUDA test log;
+layout switches, diffusers in the same process), ``probe_sources.json`` (where the remaining copies come
+from), ``probe_triton.json`` (the first Triton GroupNorm kernels against the compiler's), ``probe_final.json``
+and ``probe_final_base.json`` (the package's final step with its Triton GroupNorm kernels, diffusers in the
+same process, and the compiler's GroupNorm on the same machine), ``train_final.json`` (the final step at batch
+256, the loss curve, the matrix rate), ``sample.json``, ``fashion.json`` and the CUDA test logs;
 keeps the earlier card's summary as labelled history (``results/h100/summary.json``). A later file's row
-replaces an earlier one of the same label; ours with the NHWC GroupNorm switch is relabelled. Nothing here is
-typed by hand.
+replaces an earlier one of the same label; ours with the NHWC GroupNorm switch, and ours before the Triton
+GroupNorm kernels (``train_fast.json``), are relabelled. Nothing here is typed by hand.
 """
 
 from __future__ import annotations
@@ -46,13 +50,39 @@ def pytest_counts(text: str) -> dict:
     return {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped)", last[-1])} if last else {}
 
 
+def relabel(d, old: str, new: str):
+    """``d`` with its ``train`` rows whose label starts with ``old`` renamed to start with ``new``."""
+    if not d:
+        return d
+    return dict(d, train={(new + k[len(old):] if k.startswith(old) else k): v for k, v in d["train"].items()})
+
+
+def final_rows(final, flops: float | None, matmul: float | None) -> dict:
+    """The final step at batch 128 and diffusers in the same process (``probe_final.json``), as train rows."""
+    out = {}
+    for label, key in ((f"ours:{FASTEST}:b128", "triton_gn"), (f"peer:{FASTEST}:b128", "peer:force_layout_opt=False")):
+        r = (final or {}).get("train", {}).get(key)
+        if r:
+            r = dict(r)
+            if flops:
+                r["tflops"] = 3 * flops * r["img_per_s"] / 1e12
+                if matmul:
+                    r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / matmul
+            out[label] = r
+    return {"train": out}
+
+
 def main() -> dict:
     train, prev, gn, fast, prof_rec, probe, sample, fashion = (load(n) for n in (
         "train.json", "train_fast_prev.json", "train_fast_nhwc_gn.json", "train_fast.json", "train_profile.json",
         "probe.json", "sample.json", "fashion.json"))
+    final, final_base, train_final, probe_v1, probe_src = (load(n) for n in (
+        "probe_final.json", "probe_final_base.json", "train_final.json", "probe_triton.json", "probe_sources.json"))
     s: dict = {"sources": {}}
     for name, d in (("train", train), ("train_fast_prev", prev), ("train_fast_nhwc_gn", gn), ("train_fast", fast),
-                    ("train_profile", prof_rec), ("probe", probe), ("sample", sample), ("fashion", fashion)):
+                    ("train_profile", prof_rec), ("probe", probe), ("probe_sources", probe_src),
+                    ("probe_triton", probe_v1), ("probe_final", final), ("probe_final_base", final_base),
+                    ("train_final", train_final), ("sample", sample), ("fashion", fashion)):
         if d:
             e = d["env"]
             s["sources"][name] = {k: e.get(k) for k in ("device", "torch", "cuda", "diffusers", "commit", "time_utc")}
@@ -62,21 +92,26 @@ def main() -> dict:
     if gn:  # ours there ran with the NHWC GroupNorm switch on: keep it under its own label
         gn = dict(gn, train={(k.replace(f"ours:{FASTEST}:", f"ours:{FASTEST}+nhwc-groupnorm:") if k.startswith("ours:") else k): v
                              for k, v in gn["train"].items()})
+    fast = relabel(fast, f"ours:{FASTEST}:", f"ours:{FASTEST}+inductor-groupnorm:")  # before the Triton kernels
+    models = (train_final or fast or train or {}).get("models")
+    matmul = (train_final or fast or {}).get("matmul_bf16_flops")
+    fin = final_rows(final, models["ours"]["fwd_flops"] if models else None, matmul)
     rows = train_rows(("train.json", train), ("train_fast_prev.json", prev), ("train_fast_nhwc_gn.json", gn),
-                      ("train_fast.json", fast))
-    models = (fast or train or {}).get("models")
+                      ("train_fast.json", fast), ("train_final.json", train_final), ("probe_final.json", fin))
     if models:
         s["params"] = {k: models[k]["params"] for k in ("ours", "peer")}
         s["fwd_gflops"] = {k: models[k]["fwd_flops"] / 1e9 for k in ("ours", "peer")}
         targets["params and FLOPs within 2%"] = all(
             abs(models["ours"][k] - models["peer"][k]) <= 0.02 * models["peer"][k] for k in ("params", "fwd_flops"))
     s["train_img_per_s"] = {k: v["img_per_s"] for k, v in rows.items()}
-    if fast and "matmul_bf16_flops" in fast:
-        s["matmul_bf16_tflops"] = fast["matmul_bf16_flops"] / 1e12
-    fastest = (fast or {}).get("fastest", {}).get("b128")
-    if fastest:
-        o = rows[f"ours:{fastest['ours_recipe']}:b128"]
-        s.update(train_ours_mode=fastest["ours_recipe"], train_ours_img_per_s=o["img_per_s"], train_ours_tflops=o["tflops"],
+    s["train_table"] = [{"label": k, "img_per_s": v["img_per_s"], "tflops": v.get("tflops"),
+                         "mfu_vs_measured_matmul": v.get("mfu_vs_measured_matmul"), "source": v["source"]}
+                        for k, v in rows.items() if "nhwc-groupnorm" not in k and "whole-step" not in k]
+    if matmul:
+        s["matmul_bf16_tflops"] = matmul / 1e12
+    if f"ours:{FASTEST}:b128" in rows:
+        o = rows[f"ours:{FASTEST}:b128"]
+        s.update(train_ours_mode=FASTEST, train_ours_img_per_s=o["img_per_s"], train_ours_tflops=o["tflops"],
                  train_ours_mfu_vs_measured_matmul=o["mfu_vs_measured_matmul"],
                  train_ours_mfu_vs_datasheet=o["tflops"] * 1e12 / DATASHEET_BF16_DENSE)
         targets["MFU >= 30% (measured matmul rate)"] = o["mfu_vs_measured_matmul"] >= 0.30
@@ -103,6 +138,27 @@ def main() -> dict:
                 targets[f"MFU >= 30% (measured matmul rate), batch {batch}"] = ob["mfu_vs_measured_matmul"] >= 0.30
             targets[f"fastest >= 1.5x diffusers, same recipe, batch {batch}"] = ob["img_per_s"] / p["img_per_s"] >= 1.5
         s["train_same_recipe_peer_source"] = rows.get(f"peer:{FASTEST}:b128", {}).get("source")
+        s["train_same_recipe_sources"] = {k: rows[k]["source"] for k in rows if k.endswith((f"{FASTEST}:b128", f"{FASTEST}:b256"))}
+    if final and final_base and probe_v1:  # the GroupNorm kernels: the compiler's against the package's Triton ones
+        v = {"compiler's GroupNorm (layout planning on)": final_base["train"]["layout_opt"]["img_per_s"],
+             "Triton GroupNorm, first version (group tiles)": probe_v1["train"]["triton_gn"]["img_per_s"],
+             "compiler's GroupNorm, same process as the first version": probe_v1["train"]["layout_opt"]["img_per_s"],
+             "Triton GroupNorm (the package)": final["train"]["triton_gn"]["img_per_s"]}
+        s["train_groupnorm_variants_img_per_s"] = v
+        s["train_triton_groupnorm_gain"] = (v["Triton GroupNorm (the package)"]
+                                            / v["compiler's GroupNorm (layout planning on)"])
+        s["train_triton_groupnorm_v1_gain"] = (v["Triton GroupNorm, first version (group tiles)"]
+                                               / v["compiler's GroupNorm, same process as the first version"])
+        cs = probe_v1.get("copy_sources", {}).get("triton_gn")
+        if cs:
+            s["train_triton_v1_buckets_ms_per_step"] = cs["buckets_ms_per_step"]
+            s["train_triton_v1_kernels_ms_per_step"] = {k["name"]: k["ms_per_step"] for k in cs["kernels"]
+                                                        if k["name"].startswith("_")}
+    if probe_src:
+        cs = probe_src["copy_sources"]["layout_opt"]
+        s["copy_ms_per_step_after"] = cs["copy_ms_per_step"]
+        s["copy_ms_per_step_after_dtype_casts_in_convolution_backward"] = sum(
+            r["ms_per_step"] for r in cs["sources"] if "convolution_backward" in r["chain"] and "aten::to" in r["chain"])
     if probe and probe.get("train"):
         pt = probe["train"]
         s["probe_img_per_s"] = {k: v["img_per_s"] for k, v in pt.items()}
@@ -126,8 +182,9 @@ def main() -> dict:
         s["train_ours_profile_buckets_share"] = prof["buckets_share"]
         s["train_ours_profile_buckets_ms_per_step"] = prof["buckets_ms_per_step"]
         s["train_ours_profile_gpu_busy_share"] = prof["gpu_busy_share"]
-    lc = next((d["loss_curve"] for d in (fast, gn, prev) if d and "loss_curve" in d), None)
+    lc = next((d["loss_curve"] for d in (train_final, fast, gn, prev) if d and "loss_curve" in d), None)
     if lc:
+        s["loss_curve_batch"] = lc["batch"]
         s["loss_curve_max_rel_diff_window_means"] = lc["max_rel_diff_window_means"]
         s["loss_curve_final_window_rel_diff"] = lc["final_window_rel_diff"]
     if sample and sample.get("summary"):
@@ -146,6 +203,12 @@ def main() -> dict:
         text = log.read_text()
         head = dict(ln.split(": ", 1) for ln in text.splitlines()[:4] if ": " in ln)
         s["cuda_tests"] = {**pytest_counts(text), **{k: head[k] for k in ("card", "torch", "commit") if k in head}}
+    log = RESULTS / "cuda_tests_final_log.txt"
+    if log.is_file():
+        text = log.read_text()
+        head = dict(ln.split(": ", 1) for ln in text.splitlines()[:5] if ": " in ln)
+        s["cuda_tests_final"] = {**pytest_counts(text), **{k: head[k] for k in ("card", "torch", "commit", "tests")
+                                                          if k in head}}
     if fashion:
         fd = fashion.get("fd", {})
         s["fashion_fd"] = fd

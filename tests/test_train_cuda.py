@@ -84,7 +84,8 @@ def test_the_cuda_graph_run_matches_the_eager_run():
 @pytest.mark.parametrize("flags", [dict(), dict(cuda_graph=True)], ids=["eager", "cuda_graph"])
 def test_the_unet_step_with_dropout_runs_the_triton_kernels_without_host_sync(monkeypatch, flags):
     """The U-Net's fused GroupNorm + SiLU + dropout kernels (drawing a dropout seed every call) in bf16
-    channels-last training, eager and inside the whole-step CUDA graph: no host sync, finite losses."""
+    channels-last training, eager and inside the whole-step CUDA graph: no host sync, finite losses. (The
+    network is made channels-last here as ddpm.train does; TrainStep only lays out the batch.)"""
     pytest.importorskip("triton")
     from ddpm import UNetConfig
     from ddpm.nets import _gn_triton, fused
@@ -95,7 +96,7 @@ def test_the_unet_step_with_dropout_runs_the_triton_kernels_without_host_sync(mo
     monkeypatch.setattr(fused, "TRITON_GROUPNORM", True)
     torch.manual_seed(0)
     net = UNet(UNetConfig(image_size=16, in_channels=1, channels=32, channel_mults=(1, 2), num_res_blocks=1,
-                          attn_resolutions=(8,), groups=8, dropout=0.1))
+                          attn_resolutions=(8,), groups=8, dropout=0.1)).to(memory_format=torch.channels_last)
     data = load_dataset("digits", n=64, generator=torch.Generator().manual_seed(0))
     data = torch.nn.functional.pad(data, (4, 4, 4, 4), value=-1.0)  # (64, 1, 16, 16)
     steps_under_sync_error(net, data, TrainConfig(batch_size=16, log_every=10, device="cuda", bf16=True,
