@@ -152,8 +152,9 @@ def main() -> dict:
         cs = probe_v1.get("copy_sources", {}).get("triton_gn")
         if cs:
             s["train_triton_v1_buckets_ms_per_step"] = cs["buckets_ms_per_step"]
+            mine = ("_stats_kernel", "_fwd_kernel", "_bwd_reduce_kernel", "_bwd_apply_kernel")
             s["train_triton_v1_kernels_ms_per_step"] = {k["name"]: k["ms_per_step"] for k in cs["kernels"]
-                                                        if k["name"].startswith("_")}
+                                                        if k["name"] in mine}
     if probe_src:
         cs = probe_src["copy_sources"]["layout_opt"]
         s["copy_ms_per_step_after"] = cs["copy_ms_per_step"]
