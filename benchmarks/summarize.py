@@ -158,7 +158,7 @@ def main() -> dict:
     if probe_src:
         cs = probe_src["copy_sources"]["layout_opt"]
         s["copy_ms_per_step_after"] = cs["copy_ms_per_step"]
-        s["copy_ms_per_step_after_dtype_casts_in_convolution_backward"] = sum(
+        s["copy_ms_per_step_after_to_copies_in_convolution_backward"] = sum(
             r["ms_per_step"] for r in cs["sources"] if "convolution_backward" in r["chain"] and "aten::to" in r["chain"])
     if probe and probe.get("train"):
         pt = probe["train"]
