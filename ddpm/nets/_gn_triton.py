@@ -130,9 +130,7 @@ def _fwd_apply_kernel(X, COEF, SEED, Y, HW, C, p, scale, SILU: tl.constexpr, DRO
     m = (hw < HW) & cm
     off = b * HW * C + hw * C + c  # int32: the caller checks numel < 2**31
     z = tl.load(X + off, mask=m, other=0.0).to(tl.float32) * a + d
-    seed = 0
-    if DROPOUT:
-        seed = tl.load(SEED)
+    seed = _seed(SEED, DROPOUT)
     act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
     tl.store(Y + off, (act * keep).to(Y.dtype.element_ty), mask=m)
 
@@ -154,11 +152,24 @@ def _xhat_coef(SHIFT, MEAN, RSTD, W, Bb, b, C, Cg, G, HAS_SHIFT: tl.constexpr, B
 
 
 @triton.jit
-def _dz(dy, z, keep, sig, SILU: tl.constexpr):
-    d = dy * keep
+def _seed(SEED, DROPOUT: tl.constexpr):
+    seed = 0
+    if DROPOUT:
+        seed = tl.load(SEED)
+    return seed
+
+
+@triton.jit
+def _grad_tile(X, DY, off, m, P, Q, w, bb, seed, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr):
+    """xhat and dz (the gradient at z) of one tile; 0 where the mask is off."""
+    xhat = tl.where(m, tl.load(X + off, mask=m, other=0.0).to(tl.float32) * P + Q, 0.0)
+    dy = tl.load(DY + off, mask=m, other=0.0).to(tl.float32)
+    z = xhat * w + bb
+    act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
+    dz = dy * keep
     if SILU:
-        d = d * sig * (1.0 + z * (1.0 - sig))
-    return d
+        dz = dz * sig * (1.0 + z * (1.0 - sig))
+    return xhat, dz
 
 
 @triton.jit
@@ -171,9 +182,7 @@ def _bwd_reduce_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, PART, HW, C, Cg, G
     c = tl.arange(0, BLOCK_C)[None, :]
     cm = c < C
     P, Q, w, bb = _xhat_coef(SHIFT, MEAN, RSTD, W, Bb, b, C, Cg, G, HAS_SHIFT, BLOCK_C)
-    seed = 0
-    if DROPOUT:
-        seed = tl.load(SEED)
+    seed = _seed(SEED, DROPOUT)
     a_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
     b_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
     r_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
@@ -182,13 +191,7 @@ def _bwd_reduce_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, PART, HW, C, Cg, G
     for r0 in range(start, end, BLOCK_HW):
         hw = r0 + tl.arange(0, BLOCK_HW)[:, None]
         m = (hw < end) & cm
-        off = b * HW * C + hw * C + c
-        xhat = tl.load(X + off, mask=m, other=0.0).to(tl.float32) * P + Q
-        xhat = tl.where(m, xhat, 0.0)
-        dy = tl.load(DY + off, mask=m, other=0.0).to(tl.float32)
-        z = xhat * w + bb
-        act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
-        dz = _dz(dy, z, keep, sig, SILU)
+        xhat, dz = _grad_tile(X, DY, b * HW * C + hw * C + c, m, P, Q, w, bb, seed, p, scale, SILU, DROPOUT)
         a_acc += dz
         b_acc += dz * xhat
         r_acc += xhat
@@ -242,17 +245,11 @@ def _bwd_apply_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, COEF, DX, HW, C, Cg
     u = tl.load(COEF + b * 3 * C + c, mask=cm, other=0.0)
     v = tl.load(COEF + b * 3 * C + C + c, mask=cm, other=0.0)
     wc = tl.load(COEF + b * 3 * C + 2 * C + c, mask=cm, other=0.0)
-    seed = 0
-    if DROPOUT:
-        seed = tl.load(SEED)
+    seed = _seed(SEED, DROPOUT)
     hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)[:, None]
     m = (hw < HW) & cm
     off = b * HW * C + hw * C + c
-    xhat = tl.load(X + off, mask=m, other=0.0).to(tl.float32) * P + Q
-    dy = tl.load(DY + off, mask=m, other=0.0).to(tl.float32)
-    z = xhat * w + bb
-    act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
-    dz = _dz(dy, z, keep, sig, SILU)
+    xhat, dz = _grad_tile(X, DY, off, m, P, Q, w, bb, seed, p, scale, SILU, DROPOUT)
     tl.store(DX + off, (dz * u + xhat * v + wc).to(DX.dtype.element_ty), mask=m)
 
 
