@@ -36,8 +36,11 @@ def render() -> str:
         f"**{s['train_speedup_vs_diffusers_same_recipe']:.2f}x** |",
     ]
     if "train_speedup_vs_diffusers_same_recipe_b256" in s:
+        srcs = s.get("train_same_recipe_sources", {})
+        apart = len({srcs.get(f"{side}:{s['train_same_recipe_mode']}:b256") for side in ("ours", "peer")}) > 1
         lines.append(
-            f"| same, batch 256 | ours {s['train_ours_same_recipe_img_per_s_b256']:,.0f} img/s, diffusers "
+            f"| same, batch 256{' (the two sides in separate runs on the same card model)' if apart else ''} | "
+            f"ours {s['train_ours_same_recipe_img_per_s_b256']:,.0f} img/s, diffusers "
             f"{s['train_peer_same_recipe_img_per_s_b256']:,.0f} img/s: {s['train_speedup_vs_diffusers_same_recipe_b256']:.2f}x "
             f"({100 * s['train_ours_mfu_vs_measured_matmul_b256']:.0f}% of the measured matrix rate) |")
     lines += [
