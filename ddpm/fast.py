@@ -48,7 +48,8 @@ class FastEps(nn.Module):
     ``bf16``: autocast the network to bfloat16 (eps is returned in the caller's dtype);
     ``channels_last``: NHWC activations for cuDNN; ``cudagraphs``: ``torch.compile`` with
     mode "reduce-overhead" (CUDA graphs; set ``compile=False`` for an eager wrapper, e.g. on the CPU).
-    The first calls compile (tens of seconds); measured speed-ups are in ``benchmarks/NOTES.md``.
+    The first calls compile (tens of seconds); the measured speed-ups are in the book appendix "Appendix: the
+    package on a GPU".
     """
 
     def __init__(self, model: nn.Module, bf16: bool = True, channels_last: bool = True, cudagraphs: bool = True,

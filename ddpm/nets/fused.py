@@ -1,10 +1,10 @@
 """GroupNorm in the layout the network runs in (book appendix "Appendix: the package on a GPU").
 
-:func:`norm_act` is ``dropout(act(norm(x + shift)))``, the pattern of every normalisation in the U-Net. In
-training (gradients on) on a CUDA channels-last tensor, with Triton installed, it runs
-:mod:`ddpm.nets._gn_triton`: one pass over the NHWC memory for the statistics and one for the output forward,
-two backward, with the shift, the SiLU and the dropout inside them. Everywhere else (the CPU, and sampling,
-where the compiler's own fused kernels are kept) it is PyTorch's own operators in that order.
+:func:`norm_act` is ``dropout(silu(norm(x + shift)))``, the pattern of every normalisation in the U-Net. In
+training (gradients on), on a CUDA channels-last tensor with Triton installed, it runs the Triton kernels of
+``ddpm.nets._gn_triton``: forward, one pass over the NHWC memory for the statistics and one for the output;
+backward, the same two passes; the shift, the SiLU and the dropout happen inside them. Everywhere else (the
+CPU, and sampling, which keeps the compiler's own fused kernels) it runs PyTorch's operators in that order.
 
 PyTorch's GroupNorm kernel on the GPU reads and writes NCHW: on a channels-last (NHWC) activation it first
 copies the tensor to NCHW, and the next convolution copies its output back to NHWC. Under ``torch.compile``
