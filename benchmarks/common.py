@@ -49,6 +49,9 @@ def environment() -> dict:
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "commit": os.environ.get("GIT_COMMIT") or _git_commit(),
+        # True where the tracked files differ from that commit (a device copy's git metadata can be stale:
+        # set GIT_COMMIT there); None where git cannot tell
+        "git_dirty": None if os.environ.get("GIT_COMMIT") else _git_dirty(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if torch.cuda.is_available():
@@ -64,6 +67,15 @@ def environment() -> dict:
     except ImportError:
         env["diffusers"] = None
     return env
+
+
+def _git_dirty() -> bool | None:
+    try:
+        out = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, text=True,
+                                      stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return bool(out.strip())
 
 
 def _git_commit() -> str | None:

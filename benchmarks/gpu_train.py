@@ -147,11 +147,17 @@ def profile_ours(data, batch: int, recipe: str, steps: int, top: int = 15) -> di
     }
 
 
-BUCKETS = ("convolution", "GEMM/attention", "normalization/elementwise", "copy", "optimizer/EMA", "other")
+BUCKETS = ("convolution", "GEMM/attention", "normalization/elementwise", "Triton GroupNorm (package)", "copy",
+           "optimizer/EMA", "other")
+# the kernels of ddpm.nets._gn_triton (they carry their own names, not inductor's triton_ prefix)
+PACKAGE_GN_KERNELS = ("_stats_kernel", "_fwd_kernel", "_fwd_combine_kernel", "_fwd_apply_kernel", "_bwd_reduce_kernel",
+                      "_bwd_combine_kernel", "_bwd_apply_kernel")
 
 
 def kernel_bucket(name: str) -> str:
     """Group a CUDA kernel by its name (cuDNN / cuBLAS / Triton / ATen naming)."""
+    if name in PACKAGE_GN_KERNELS:
+        return "Triton GroupNorm (package)"
     n = name.lower()
     if any(k in n for k in ("multi_tensor_apply", "adam", "foreach", "lpnorm", "lerp")):
         return "optimizer/EMA"  # fused AdamW, clip_grad_norm_'s foreach norm and scale, the EMA lerp
