@@ -78,3 +78,30 @@ def test_gpu_probe_refuses_bad_variants_in_one_line():
     r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_probe", "--quick", "--variants", "turbo"], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "must be among" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_gpu_gn_tune_says_in_one_line_what_it_needs():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the script runs for real")
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu_gn_tune"], cwd=root, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 2 and "needs Triton and a CUDA device" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_gn_tune_records_every_normalisation_of_the_unet():
+    from benchmarks.gpu_gn_tune import unet_shapes
+
+    shapes = unet_shapes()
+    per_forward = sum(s["calls_per_forward"] for s in shapes)
+    net = ddpm.UNet.preset("ddpm-cifar10")
+    norms = sum(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+    assert per_forward == norms  # one norm_act call per GroupNorm of the network
+    assert {s["p"] for s in shapes} == {0.0, 0.1} and any(s["shift"] for s in shapes) and not all(s["silu"] for s in shapes)

@@ -30,7 +30,10 @@ from torch import Tensor
 
 __all__ = ["group_norm_act"]
 
-_ELEMS = 4096  # elements per tile: rows of the NHWC (H*W, C) slab times the (padded) channels
+# Launch parameters, read at every call (benchmarks/gpu_gn_tune.py times alternatives): elements per tile (rows of
+# the NHWC (H*W, C) slab times the padded channels), warps of the streaming kernels (statistics / reductions and
+# the output passes) and of the per-image kernels, and the reduction programs to aim for per SM.
+TUNING = {"elems": 4096, "reduce_warps": 8, "apply_warps": 4, "combine_warps": 8, "programs_per_sm": 2}
 
 
 @triton.jit
@@ -267,10 +270,10 @@ def _sms(device_index: int) -> int:
 def _plan(B: int, HW: int, C: int, device: torch.device):
     """Tile rows, channel block, number of splits per image and rows per split of the reduction kernels."""
     block_c = _pow2(C)
-    block_hw = max(1, min(_pow2(HW), _ELEMS // block_c))
+    block_hw = max(1, min(_pow2(HW), TUNING["elems"] // block_c))
     tiles = triton.cdiv(HW, block_hw)
     split = 1
-    while split < 16 and split * 2 <= tiles and B * split < 2 * _sms(device.index or 0):
+    while split < 16 and split * 2 <= tiles and B * split < TUNING["programs_per_sm"] * _sms(device.index or 0):
         split *= 2
     rows = triton.cdiv(triton.cdiv(HW, split), block_hw) * block_hw
     split = triton.cdiv(HW, rows)
@@ -292,17 +295,17 @@ def _fwd(x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: Tensor, seed:
     part = torch.empty((B, split, 2, C), **f32)
     sh = shift.contiguous() if shift is not None else x
     _stats_kernel[(B, split)](x, sh, part, HW, C, rows, split, HAS_SHIFT=shift is not None, BLOCK_HW=block_hw,
-                              BLOCK_C=block_c, num_warps=8)
+                              BLOCK_C=block_c, num_warps=TUNING["reduce_warps"])
     mean, rstd = torch.empty((B, groups), **f32), torch.empty((B, groups), **f32)
     coef = torch.empty((B, 2, C), **f32)
     _fwd_combine_kernel[(B,)](part, sh, weight, bias, mean, rstd, coef, C, Cg, groups, split, float(HW * Cg), eps,
                               HAS_SHIFT=shift is not None, BLOCK_C=block_c, GP=_pow2(groups), SP=_pow2(split),
-                              num_warps=8)
+                              num_warps=TUNING["combine_warps"])
     y = torch.empty_like(x)
     drop = p > 0.0
     _fwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](x, coef, seed if drop else coef, y, HW, C, p, 1.0 / (1.0 - p),
                                                       SILU=silu, DROPOUT=drop, BLOCK_HW=block_hw, BLOCK_C=block_c,
-                                                      num_warps=4)
+                                                      num_warps=TUNING["apply_warps"])
     return y, mean, rstd
 
 
@@ -327,13 +330,15 @@ def _bwd(dy: Tensor, x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: T
     sd = seed if drop else mean
     flags = dict(HAS_SHIFT=shift is not None, SILU=silu, DROPOUT=drop, BLOCK_HW=block_hw, BLOCK_C=block_c)
     _bwd_reduce_kernel[(B, split)](dy, x, sh, weight, bias, sd, mean, rstd, part, HW, C, Cg, groups, rows, split, p,
-                                   1.0 / (1.0 - p), **flags, num_warps=8)
+                                   1.0 / (1.0 - p), **flags, num_warps=TUNING["reduce_warps"])
     coef, sums = torch.empty((B, 3, C), **f32), torch.empty((B, 3, C), **f32)
     _bwd_combine_kernel[(B,)](part, rstd, weight, coef, sums, HW, C, Cg, groups, split, float(HW * Cg),
-                              BLOCK_C=block_c, GP=_pow2(groups), SP=_pow2(split), num_warps=8)
+                              BLOCK_C=block_c, GP=_pow2(groups), SP=_pow2(split),
+                              num_warps=TUNING["combine_warps"])
     dx = torch.empty_like(x)
     _bwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](dy, x, sh, weight, bias, sd, mean, rstd, coef, dx, HW, C, Cg,
-                                                      groups, p, 1.0 / (1.0 - p), **flags, num_warps=4)
+                                                      groups, p, 1.0 / (1.0 - p), **flags,
+                                                      num_warps=TUNING["apply_warps"])
     return dx, sums  # (B, C, H, W) NHWC; (B, 3, C): per image, the sums of dz, dz * xhat and dx
 
 
