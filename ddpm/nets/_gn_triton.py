@@ -2,7 +2,8 @@
 (NHWC) tensors, forward and backward (book appendix "Appendix: the package on a GPU").
 
 Imported only where Triton is installed (it comes with PyTorch's CUDA builds): :mod:`ddpm.nets.fused` decides
-when to use it. The operator ``ddpm::group_norm_act`` computes, for ``x`` of shape (B, C, H, W) stored NHWC,
+when to use it. The operators ``ddpm::group_norm_act_fwd`` and ``ddpm::group_norm_act_bwd`` (its backward)
+compute, for ``x`` of shape (B, C, H, W) stored NHWC,
 
     xs = x + shift[:, :, None, None]                     (shift: (B, C) or None)
     z  = GroupNorm(xs) * weight + bias                   (statistics per (batch, group) in float32)
@@ -75,15 +76,21 @@ def _split_sum(PART, b, k, K, C, SPLIT, BLOCK_C: tl.constexpr, SP: tl.constexpr)
 
 
 @triton.jit
+def _membership(C, Cg, BLOCK_C: tl.constexpr, GP: tl.constexpr):
+    """(GP, BLOCK_C): True where channel c belongs to group g."""
+    gi = tl.arange(0, GP)[:, None]
+    cc = tl.arange(0, BLOCK_C)[None, :]
+    return ((cc // Cg) == gi) & (cc < C)
+
+
+@triton.jit
 def _fwd_combine_kernel(PART, SHIFT, W, Bb, MEAN, RSTD, COEF, C, Cg, G, SPLIT, n_per_group, eps,
                         HAS_SHIFT: tl.constexpr, BLOCK_C: tl.constexpr, GP: tl.constexpr, SP: tl.constexpr):
     """Group statistics of image b, and the per-channel a, d of z = x * a + d: COEF (B, 2, C)."""
     b = tl.program_id(0)
     s1 = _split_sum(PART, b, 0, 2, C, SPLIT, BLOCK_C, SP)  # (BLOCK_C,)
     s2 = _split_sum(PART, b, 1, 2, C, SPLIT, BLOCK_C, SP)
-    gi = tl.arange(0, GP)[:, None]
-    cc = tl.arange(0, BLOCK_C)[None, :]
-    member = ((cc // Cg) == gi) & (cc < C)  # (GP, BLOCK_C): channel c is in group g
+    member = _membership(C, Cg, BLOCK_C, GP)
     mean = tl.sum(tl.where(member, s1[None, :], 0.0), 1) / n_per_group  # (GP,)
     var = tl.maximum(tl.sum(tl.where(member, s2[None, :], 0.0), 1) / n_per_group - mean * mean, 0.0)
     rstd = 1.0 / tl.sqrt(var + eps)
@@ -218,8 +225,7 @@ def _bwd_combine_kernel(PART, RSTD, W, COEF, SUMS, HW, C, Cg, G, SPLIT, n_per_gr
     c1 = tl.arange(0, BLOCK_C)
     cm = c1 < C
     w = tl.load(W + c1, mask=cm, other=0.0).to(tl.float32)
-    gi = tl.arange(0, GP)[:, None]
-    member = ((c1[None, :] // Cg) == gi) & cm[None, :]  # (GP, BLOCK_C)
+    member = _membership(C, Cg, BLOCK_C, GP)
     s1 = tl.sum(tl.where(member, (a_c * w)[None, :], 0.0), 1)  # (GP,)
     s2 = tl.sum(tl.where(member, (b_c * w)[None, :], 0.0), 1)
     s1_c = tl.sum(tl.where(member, s1[:, None], 0.0), 0)  # (BLOCK_C,)
