@@ -58,10 +58,11 @@ def copy_sources(data, batch: int, steps: int, top: int = 12, kernels: int = 120
     all_ms, k_ms, k_n = collections.Counter(), collections.Counter(), collections.Counter()
     for ev in prof.events():
         for k in getattr(ev, "kernels", []):
-            all_ms[gpu_train.kernel_bucket(k.name)] += k.duration / 1e3 / steps
+            bucket = gpu_train.kernel_bucket(k.name)
+            all_ms[bucket] += k.duration / 1e3 / steps
             k_ms[k.name[:200]] += k.duration / 1e3 / steps
             k_n[k.name[:200]] += 1 / steps
-            if gpu_train.kernel_bucket(k.name) != "copy":
+            if bucket != "copy":
                 continue
             chain, p = [], ev
             while p is not None and len(chain) < 7:

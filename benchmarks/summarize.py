@@ -72,6 +72,17 @@ def final_rows(final, flops: float | None, matmul: float | None) -> dict:
     return {"train": out}
 
 
+def test_log(text: str) -> dict:
+    """A CUDA test log: pytest's counts, and the card, torch, commit and tests of its ``key: value`` header lines."""
+    head = {}
+    for ln in text.splitlines():
+        if not re.match(r"[a-z]+: ", ln):
+            break
+        k, v = ln.split(": ", 1)
+        head[k] = v
+    return {**pytest_counts(text), **{k: head[k] for k in ("card", "torch", "commit", "tests") if k in head}}
+
+
 def main() -> dict:
     train, prev, gn, fast, prof_rec, probe, sample, fashion = (load(n) for n in (
         "train.json", "train_fast_prev.json", "train_fast_nhwc_gn.json", "train_fast.json", "train_profile.json",
@@ -199,17 +210,9 @@ def main() -> dict:
                  ddpm_variance=sample.get("ddpm_variance"))
         targets["ddim50 at most 0.5x diffusers' time (bf16, CUDA graphs)"] = sm["ddim50_time_over_peer_graphs"] <= 0.5
         targets["ddpm1000/ddim50 >= 19.5"] = sm["ddpm1000_over_ddim50"] >= 19.5
-    log = RESULTS / "cuda_tests_log.txt"
-    if log.is_file():
-        text = log.read_text()
-        head = dict(ln.split(": ", 1) for ln in text.splitlines()[:4] if ": " in ln)
-        s["cuda_tests"] = {**pytest_counts(text), **{k: head[k] for k in ("card", "torch", "commit") if k in head}}
-    log = RESULTS / "cuda_tests_final_log.txt"
-    if log.is_file():
-        text = log.read_text()
-        head = dict(ln.split(": ", 1) for ln in text.splitlines()[:5] if ": " in ln)
-        s["cuda_tests_final"] = {**pytest_counts(text), **{k: head[k] for k in ("card", "torch", "commit", "tests")
-                                                          if k in head}}
+    for key, name in (("cuda_tests", "cuda_tests_log.txt"), ("cuda_tests_final", "cuda_tests_final_log.txt")):
+        if (RESULTS / name).is_file():
+            s[key] = test_log((RESULTS / name).read_text())
     if fashion:
         fd = fashion.get("fd", {})
         s["fashion_fd"] = fd
