@@ -28,8 +28,9 @@ import torch.nn.functional as F
 
 from . import common
 
-GRID = {"elems": (2048, 4096, 8192), "reduce_warps": (4, 8), "apply_warps": (4, 8), "combine_warps": (8,),
+GRID = {"elems": (2048, 4096, 8192), "reduce_warps": (8,), "apply_warps": (4,), "combine_warps": (8,),
         "programs_per_sm": (1, 2, 4)}
+EXTRA = ({"reduce_warps": 4}, {"apply_warps": 8}, {"reduce_warps": 16}, {"combine_warps": 4})  # each on the defaults
 
 
 def unet_shapes() -> list[dict]:
@@ -96,7 +97,15 @@ def case(shape: dict, batch: int, device):
     def theirs():
         torch.autograd.grad(compiled(x, shift, w, b), leaves, dy)
 
-    return ours, theirs
+    def ours_fwd():
+        with torch.no_grad():
+            _gn_triton.group_norm_act(x, G, w, b, shape["eps"], shift=shift, silu=shape["silu"], p=p, seed=seed)
+
+    def theirs_fwd():
+        with torch.no_grad():
+            compiled(x, shift, w, b)
+
+    return ours, theirs, ours_fwd, theirs_fwd
 
 
 def main(argv=None) -> int:
@@ -125,6 +134,7 @@ def main(argv=None) -> int:
     shapes.sort(key=lambda s: -s["calls_per_forward"] * s["C"] * s["H"] * s["W"])  # the most traffic first
     grid = [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())]
     default = dict(_gn_triton.TUNING)
+    grid += [dict(default, **e) for e in EXTRA if dict(default, **e) not in grid]
     if args.quick:
         shapes, grid = shapes[:2], grid[:2]
     if default not in grid:
@@ -137,18 +147,22 @@ def main(argv=None) -> int:
         with rec.stage(label, need=20) as ok:
             if not ok:
                 continue
-            ours, theirs = case(sh, batch, device)
+            ours, theirs, ours_fwd, theirs_fwd = case(sh, batch, device)
             times = []
             for cfg in grid:
                 _gn_triton.TUNING.update(cfg)
                 times.append(bench(ours, cuda))
             _gn_triton.TUNING.update(default)
-            row = dict(sh, label=label, ms=times, compiler_ms=bench(theirs, cuda))
+            row = dict(sh, label=label, ms=times, compiler_ms=bench(theirs, cuda), fwd_ms=bench(ours_fwd, cuda),
+                       compiler_fwd_ms=bench(theirs_fwd, cuda),
+                       # the least traffic: forward reads x, writes y; backward reads x and dy, writes dx (bf16)
+                       min_bytes=5 * 2 * batch * sh["C"] * sh["H"] * sh["W"])
             row["best"] = min(range(len(grid)), key=times.__getitem__)
             rows.append(row)
             rec["shapes"] = rows
             print(label, f"x{sh['calls_per_forward']}", f"default {times[grid.index(default)]:.3f} ms",
                   f"best {times[row['best']]:.3f} ms {grid[row['best']]}", f"compiler {row['compiler_ms']:.3f} ms",
+                  f"fwd {row['fwd_ms']:.3f} vs {row['compiler_fwd_ms']:.3f} ms", f"{row['min_bytes'] / 1e6:.0f} MB",
                   flush=True)
     _gn_triton.TUNING.update(default)
     if rows:
@@ -160,7 +174,10 @@ def main(argv=None) -> int:
             "best_single_setting": total(single),
             "best_per_shape": sum(k * min(r["ms"]) for k, r in zip(n, rows)),
             "compiler": sum(k * r["compiler_ms"] for k, r in zip(n, rows)),
+            "default_forward": sum(k * r["fwd_ms"] for k, r in zip(n, rows)),
+            "compiler_forward": sum(k * r["compiler_fwd_ms"] for k, r in zip(n, rows)),
         }
+        rec["min_bytes_per_step"] = sum(k * r["min_bytes"] for k, r in zip(n, rows))
         rec["best_single_setting"] = grid[single]
         rec["shapes_timed"] = len(rows)
         print("per step (ms):", {k: round(v, 3) for k, v in rec["per_step_ms"].items()}, "best single:", grid[single],

@@ -67,7 +67,13 @@ def copy_sources(data, batch: int, steps: int, top: int = 12, kernels: int = 120
             chain, p = [], ev
             while p is not None and len(chain) < 7:
                 shapes = [list(s) for s in (p.input_shapes or [])[:2] if s]
-                chain.append(f"{p.name}{shapes if shapes else ''}")
+                extra = ""
+                if p.name in ("aten::to", "aten::_to_copy", "aten::contiguous", "aten::clone", "aten::copy_"):
+                    # the dtypes and the scalar arguments (dtype, memory format) say what the copy converts
+                    dt = getattr(p, "input_dtypes", None)
+                    ci = [c for c in (getattr(p, "concrete_inputs", None) or []) if c not in ("", None, [])]
+                    extra = f"{{{dt or ''}{' ' + str(ci) if ci else ''}}}" if dt or ci else ""
+                chain.append(f"{p.name}{shapes if shapes else ''}{extra}")
                 p = p.cpu_parent
             key = " <- ".join(chain)
             n_ms[key] += k.duration / 1e3 / steps
