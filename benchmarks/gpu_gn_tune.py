@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 from . import common
 
-GRID = {"elems": (2048, 4096, 8192), "reduce_warps": (8,), "apply_warps": (4,), "combine_warps": (8,),
-        "programs_per_sm": (1, 2, 4)}
-EXTRA = ({"reduce_warps": 4}, {"apply_warps": 8}, {"reduce_warps": 16}, {"combine_warps": 4})  # each on the defaults
+GRID = {"elems": (2048, 4096), "reduce_warps": (4, 8), "apply_warps": (4,), "combine_warps": (8,),
+        "programs_per_sm": (1, 2)}
+EXTRA = ({"apply_warps": 8}, {"elems": 8192})  # each on the defaults
 
 
 def unet_shapes() -> list[dict]:

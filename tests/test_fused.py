@@ -144,6 +144,13 @@ def test_triton_group_norm_act_matches_pytorch(case):
         assert abs(keep.mean().item() - (1 - p)) < 0.05
         y2 = _gn_triton.group_norm_act(x, G, w, b, 1e-6, shift=shift, silu=silu, p=p, seed=seed)
         assert torch.equal(y, y2)  # the same seed, the same mask (the backward draws it again)
+        default = dict(_gn_triton.TUNING)
+        try:  # other tile sizes and splits: the same mask (it is a function of the element alone)
+            _gn_triton.TUNING.update(elems=default["elems"] // 4, programs_per_sm=8 * default["programs_per_sm"])
+            y3 = _gn_triton.group_norm_act(x, G, w, b, 1e-6, shift=shift, silu=silu, p=p, seed=seed)
+        finally:
+            _gn_triton.TUNING.update(default)
+        assert torch.equal(y3 != 0, y != 0)
     ref = _reference(x, G, w, b, 1e-6, shift, silu, keep, p)
     tol = dict(rtol=2e-2, atol=2e-2) if dt == torch.bfloat16 else dict(rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(y.float(), ref, **tol)
@@ -165,6 +172,22 @@ def test_triton_kernels_in_the_interpreter():
                         "-k", "test_triton_group_norm_act_matches_pytorch"], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_cat_channels_is_torch_cat_with_dense_channels_last_gradients():
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(2, 3, 4, 5, generator=g).to(dev).contiguous(memory_format=torch.channels_last).requires_grad_()
+        b = torch.randn(2, 6, 4, 5, generator=g).to(dev).contiguous(memory_format=torch.channels_last).requires_grad_()
+        y = fused.cat_channels(a, b)
+        torch.testing.assert_close(y, torch.cat([a, b], 1), rtol=0, atol=0)
+        dy = torch.randn(y.shape, generator=g).to(dev)
+        da, db = torch.autograd.grad(y, [a, b], dy)
+        torch.testing.assert_close(da, dy[:, :3], rtol=0, atol=0)
+        torch.testing.assert_close(db, dy[:, 3:], rtol=0, atol=0)
+        if dev == "cuda":  # dense channels-last, so a convolution's backward needs no copy of its own
+            assert da.is_contiguous(memory_format=torch.channels_last) and db.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_unet_triton_path_is_the_pytorch_path_on_cuda():

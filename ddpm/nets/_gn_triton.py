@@ -7,14 +7,17 @@ compute, for ``x`` of shape (B, C, H, W) stored NHWC,
 
     xs = x + shift[:, :, None, None]                     (shift: (B, C) or None)
     z  = GroupNorm(xs) * weight + bias                   (statistics per (batch, group) in float32)
-    y  = dropout(SiLU(z))  or  dropout(z)                (dropout mask from Philox(seed, element index))
+    y  = dropout(SiLU(z))  or  dropout(z)                (dropout mask from Philox(seed, counter))
 
 in three kernels: one reads ``x`` for per-channel sums (several programs per image, partial sums), one per
 image turns them into the group statistics and a per-channel ``z = x * a + d``, one reads ``x`` again and
 writes ``y``. The backward is three kernels as well: per-channel sums of ``dz``, ``dz * xhat`` and ``xhat``
 (reading ``x`` and ``dy``), a per-image kernel that turns them into ``dx = dz * u + xhat * v + w`` per channel
 and the shift gradient, and one that reads ``x`` and ``dy`` again and writes ``dx``. Every tile is rows of the
-NHWC slab by all the channels, so loads are contiguous. The dropout mask is drawn again from the same seed:
+NHWC slab by all the channels, so loads are contiguous. The output passes take a tile's rows as four interleaved
+sets, so that one Philox call (four 32-bit outputs) draws the dropout uniforms of four elements: the mask of element
+(b, row, c) depends on the seed, b, row // 4, c and row % 4 alone, whatever the tile sizes, and the backward draws
+it again from the same seed:
 nothing but ``x`` and the (B, G) statistics is saved. The weight and bias gradients are sums over the batch
 left to PyTorch (and to the compiler, under ``torch.compile``).
 """
@@ -112,8 +115,9 @@ def _fwd_combine_kernel(PART, SHIFT, W, Bb, MEAN, RSTD, COEF, C, Cg, G, SPLIT, n
 
 
 @triton.jit
-def _activate(z, seed, off, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr):
-    """The activation a(z), the dropout factor (0 or scale) and sigmoid(z) (z itself without SiLU)."""
+def _activate(z, rnd, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr):
+    """The activation a(z), the dropout factor (0 or scale, from the uniform ``rnd``) and sigmoid(z) (z itself
+    without SiLU)."""
     if SILU:
         sig = tl.sigmoid(z)
         a = z * sig
@@ -121,28 +125,54 @@ def _activate(z, seed, off, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr)
         sig = z
         a = z
     if DROPOUT:
-        keep = tl.where(tl.rand(seed, off) >= p, scale, 0.0)
+        keep = tl.where(rnd >= p, scale, 0.0)
     else:
         keep = 1.0
     return a, keep, sig
 
 
 @triton.jit
-def _fwd_apply_kernel(X, COEF, SEED, Y, HW, C, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr,
-                      BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+def _uniforms(SEED, b, gi, c, HWq, C, DROPOUT: tl.constexpr):
+    """Four uniforms for a (BLOCK_Q, BLOCK_C) tile of row groups gi: the k-th is for row 4 * gi + k. One Philox
+    call (counter: image, row group, channel) serves four elements, so the mask costs a quarter of one call per
+    element; the forward and both backward passes draw it alike."""
+    if DROPOUT:
+        r0, r1, r2, r3 = tl.rand4x(tl.load(SEED), b * HWq * C + gi * C + c)
+    else:
+        r0 = 0.0
+        r1 = 0.0
+        r2 = 0.0
+        r3 = 0.0
+    return r0, r1, r2, r3
+
+
+@triton.jit
+def _fwd_rows(X, Y, base, hw, HW, c, cm, C, a, d, rnd, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr):
+    """y for rows hw (BLOCK_Q, 1) of the image at offset base."""
+    m = (hw < HW) & cm
+    off = base + hw * C + c
+    z = tl.load(X + off, mask=m, other=0.0).to(tl.float32) * a + d
+    act, keep, sig = _activate(z, rnd, p, scale, SILU, DROPOUT)
+    tl.store(Y + off, (act * keep).to(Y.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _fwd_apply_kernel(X, COEF, SEED, Y, HW, HWq, C, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr,
+                      BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr):
+    """y for rows [4 * BLOCK_Q * t, 4 * BLOCK_Q * (t + 1)) of image b, as four interleaved row sets."""
     b = tl.program_id(0)
     t = tl.program_id(1)
     c = tl.arange(0, BLOCK_C)[None, :]
     cm = c < C
     a = tl.load(COEF + b * 2 * C + c, mask=cm, other=0.0)
     d = tl.load(COEF + b * 2 * C + C + c, mask=cm, other=0.0)
-    hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)[:, None]
-    m = (hw < HW) & cm
-    off = b * HW * C + hw * C + c  # int32: the caller checks numel < 2**31
-    z = tl.load(X + off, mask=m, other=0.0).to(tl.float32) * a + d
-    seed = _seed(SEED, DROPOUT)
-    act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
-    tl.store(Y + off, (act * keep).to(Y.dtype.element_ty), mask=m)
+    gi = t * BLOCK_Q + tl.arange(0, BLOCK_Q)[:, None]
+    r0, r1, r2, r3 = _uniforms(SEED, b, gi, c, HWq, C, DROPOUT)
+    base = b * HW * C  # int32: the caller checks numel < 2**31
+    _fwd_rows(X, Y, base, 4 * gi, HW, c, cm, C, a, d, r0, p, scale, SILU, DROPOUT)
+    _fwd_rows(X, Y, base, 4 * gi + 1, HW, c, cm, C, a, d, r1, p, scale, SILU, DROPOUT)
+    _fwd_rows(X, Y, base, 4 * gi + 2, HW, c, cm, C, a, d, r2, p, scale, SILU, DROPOUT)
+    _fwd_rows(X, Y, base, 4 * gi + 3, HW, c, cm, C, a, d, r3, p, scale, SILU, DROPOUT)
 
 
 @triton.jit
@@ -162,46 +192,57 @@ def _xhat_coef(SHIFT, MEAN, RSTD, W, Bb, b, C, Cg, G, HAS_SHIFT: tl.constexpr, B
 
 
 @triton.jit
-def _seed(SEED, DROPOUT: tl.constexpr):
-    seed = 0
-    if DROPOUT:
-        seed = tl.load(SEED)
-    return seed
-
-
-@triton.jit
-def _grad_tile(X, DY, off, m, P, Q, w, bb, seed, p, scale, SILU: tl.constexpr, DROPOUT: tl.constexpr):
-    """xhat and dz (the gradient at z) of one tile; 0 where the mask is off."""
+def _grad_rows(X, DY, base, hw, lim, c, cm, C, P, Q, w, bb, rnd, p, scale, SILU: tl.constexpr,
+               DROPOUT: tl.constexpr):
+    """Offsets, mask, xhat and dz (the gradient at z) of rows hw (BLOCK_Q, 1) below lim; 0 where masked."""
+    m = (hw < lim) & cm
+    off = base + hw * C + c
     xhat = tl.where(m, tl.load(X + off, mask=m, other=0.0).to(tl.float32) * P + Q, 0.0)
     dy = tl.load(DY + off, mask=m, other=0.0).to(tl.float32)
     z = xhat * w + bb
-    act, keep, sig = _activate(z, seed, off, p, scale, SILU, DROPOUT)
+    act, keep, sig = _activate(z, rnd, p, scale, SILU, DROPOUT)
     dz = dy * keep
     if SILU:
         dz = dz * sig * (1.0 + z * (1.0 - sig))
-    return xhat, dz
+    return off, m, xhat, dz
 
 
 @triton.jit
-def _bwd_reduce_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, PART, HW, C, Cg, G, rows, SPLIT, p, scale,
+def _bwd_reduce_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, PART, HW, HWq, C, Cg, G, rows, SPLIT, p, scale,
                        HAS_SHIFT: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
-                       BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Per-channel partial sums of dz, dz * xhat and xhat: PART (B, SPLIT, 3, C)."""
+                       BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per-channel partial sums of dz, dz * xhat and xhat over rows [s*rows, (s+1)*rows) (a whole number of
+    tiles of 4 * BLOCK_Q rows): PART (B, SPLIT, 3, C)."""
     b = tl.program_id(0)
     s = tl.program_id(1)
     c = tl.arange(0, BLOCK_C)[None, :]
     cm = c < C
     P, Q, w, bb = _xhat_coef(SHIFT, MEAN, RSTD, W, Bb, b, C, Cg, G, HAS_SHIFT, BLOCK_C)
-    seed = _seed(SEED, DROPOUT)
-    a_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
-    b_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
-    r_acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
+    a_acc = tl.zeros([BLOCK_Q, BLOCK_C], dtype=tl.float32)
+    b_acc = tl.zeros([BLOCK_Q, BLOCK_C], dtype=tl.float32)
+    r_acc = tl.zeros([BLOCK_Q, BLOCK_C], dtype=tl.float32)
     start = s * rows
     end = tl.minimum(start + rows, HW)
-    for r0 in range(start, end, BLOCK_HW):
-        hw = r0 + tl.arange(0, BLOCK_HW)[:, None]
-        m = (hw < end) & cm
-        xhat, dz = _grad_tile(X, DY, b * HW * C + hw * C + c, m, P, Q, w, bb, seed, p, scale, SILU, DROPOUT)
+    base = b * HW * C
+    for g0 in range(start // 4, (end + 3) // 4, BLOCK_Q):
+        gi = g0 + tl.arange(0, BLOCK_Q)[:, None]
+        r0, r1, r2, r3 = _uniforms(SEED, b, gi, c, HWq, C, DROPOUT)
+        _, _, xhat, dz = _grad_rows(X, DY, base, 4 * gi, end, c, cm, C, P, Q, w, bb, r0, p, scale, SILU, DROPOUT)
+        a_acc += dz
+        b_acc += dz * xhat
+        r_acc += xhat
+        _, _, xhat, dz = _grad_rows(X, DY, base, 4 * gi + 1, end, c, cm, C, P, Q, w, bb, r1, p, scale, SILU,
+                                    DROPOUT)
+        a_acc += dz
+        b_acc += dz * xhat
+        r_acc += xhat
+        _, _, xhat, dz = _grad_rows(X, DY, base, 4 * gi + 2, end, c, cm, C, P, Q, w, bb, r2, p, scale, SILU,
+                                    DROPOUT)
+        a_acc += dz
+        b_acc += dz * xhat
+        r_acc += xhat
+        _, _, xhat, dz = _grad_rows(X, DY, base, 4 * gi + 3, end, c, cm, C, P, Q, w, bb, r3, p, scale, SILU,
+                                    DROPOUT)
         a_acc += dz
         b_acc += dz * xhat
         r_acc += xhat
@@ -243,9 +284,18 @@ def _bwd_combine_kernel(PART, RSTD, W, COEF, SUMS, HW, C, Cg, G, SPLIT, n_per_gr
 
 
 @triton.jit
-def _bwd_apply_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, COEF, DX, HW, C, Cg, G, p, scale,
+def _dx_rows(DY, X, DX, base, hw, HW, c, cm, C, P, Q, w, bb, u, v, wc, rnd, p, scale, SILU: tl.constexpr,
+             DROPOUT: tl.constexpr):
+    """dx for rows hw (BLOCK_Q, 1) of the image at offset base."""
+    off, m, xhat, dz = _grad_rows(X, DY, base, hw, HW, c, cm, C, P, Q, w, bb, rnd, p, scale, SILU, DROPOUT)
+    tl.store(DX + off, (dz * u + xhat * v + wc).to(DX.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _bwd_apply_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, COEF, DX, HW, HWq, C, Cg, G, p, scale,
                       HAS_SHIFT: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
-                      BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+                      BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dx for rows [4 * BLOCK_Q * t, 4 * BLOCK_Q * (t + 1)) of image b, as four interleaved row sets."""
     b = tl.program_id(0)
     t = tl.program_id(1)
     c = tl.arange(0, BLOCK_C)[None, :]
@@ -254,12 +304,13 @@ def _bwd_apply_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, COEF, DX, HW, C, Cg
     u = tl.load(COEF + b * 3 * C + c, mask=cm, other=0.0)
     v = tl.load(COEF + b * 3 * C + C + c, mask=cm, other=0.0)
     wc = tl.load(COEF + b * 3 * C + 2 * C + c, mask=cm, other=0.0)
-    seed = _seed(SEED, DROPOUT)
-    hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)[:, None]
-    m = (hw < HW) & cm
-    off = b * HW * C + hw * C + c
-    xhat, dz = _grad_tile(X, DY, off, m, P, Q, w, bb, seed, p, scale, SILU, DROPOUT)
-    tl.store(DX + off, (dz * u + xhat * v + wc).to(DX.dtype.element_ty), mask=m)
+    gi = t * BLOCK_Q + tl.arange(0, BLOCK_Q)[:, None]
+    r0, r1, r2, r3 = _uniforms(SEED, b, gi, c, HWq, C, DROPOUT)
+    base = b * HW * C
+    _dx_rows(DY, X, DX, base, 4 * gi, HW, c, cm, C, P, Q, w, bb, u, v, wc, r0, p, scale, SILU, DROPOUT)
+    _dx_rows(DY, X, DX, base, 4 * gi + 1, HW, c, cm, C, P, Q, w, bb, u, v, wc, r1, p, scale, SILU, DROPOUT)
+    _dx_rows(DY, X, DX, base, 4 * gi + 2, HW, c, cm, C, P, Q, w, bb, u, v, wc, r2, p, scale, SILU, DROPOUT)
+    _dx_rows(DY, X, DX, base, 4 * gi + 3, HW, c, cm, C, P, Q, w, bb, u, v, wc, r3, p, scale, SILU, DROPOUT)
 
 
 def _pow2(n: int) -> int:
@@ -276,7 +327,7 @@ def _sms(device_index: int) -> int:
 def _plan(B: int, HW: int, C: int, device: torch.device):
     """Tile rows, channel block, number of splits per image and rows per split of the reduction kernels."""
     block_c = _pow2(C)
-    block_hw = max(1, min(_pow2(HW), TUNING["elems"] // block_c))
+    block_hw = max(4, min(_pow2(HW), TUNING["elems"] // block_c))  # the output passes take rows in fours
     tiles = triton.cdiv(HW, block_hw)
     split = 1
     while split < 16 and split * 2 <= tiles and B * split < TUNING["programs_per_sm"] * _sms(device.index or 0):
@@ -309,8 +360,9 @@ def _fwd(x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: Tensor, seed:
                               num_warps=TUNING["combine_warps"])
     y = torch.empty_like(x)
     drop = p > 0.0
-    _fwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](x, coef, seed if drop else coef, y, HW, C, p, 1.0 / (1.0 - p),
-                                                      SILU=silu, DROPOUT=drop, BLOCK_HW=block_hw, BLOCK_C=block_c,
+    _fwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](x, coef, seed if drop else coef, y, HW, triton.cdiv(HW, 4), C, p,
+                                                      1.0 / (1.0 - p), SILU=silu, DROPOUT=drop,
+                                                      BLOCK_Q=block_hw // 4, BLOCK_C=block_c,
                                                       num_warps=TUNING["apply_warps"])
     return y, mean, rstd
 
@@ -334,16 +386,17 @@ def _bwd(dy: Tensor, x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: T
     sh = shift.contiguous() if shift is not None else x
     drop = p > 0.0
     sd = seed if drop else mean
-    flags = dict(HAS_SHIFT=shift is not None, SILU=silu, DROPOUT=drop, BLOCK_HW=block_hw, BLOCK_C=block_c)
-    _bwd_reduce_kernel[(B, split)](dy, x, sh, weight, bias, sd, mean, rstd, part, HW, C, Cg, groups, rows, split, p,
-                                   1.0 / (1.0 - p), **flags, num_warps=TUNING["reduce_warps"])
+    flags = dict(HAS_SHIFT=shift is not None, SILU=silu, DROPOUT=drop, BLOCK_Q=block_hw // 4, BLOCK_C=block_c)
+    HWq = triton.cdiv(HW, 4)
+    _bwd_reduce_kernel[(B, split)](dy, x, sh, weight, bias, sd, mean, rstd, part, HW, HWq, C, Cg, groups, rows, split,
+                                   p, 1.0 / (1.0 - p), **flags, num_warps=TUNING["reduce_warps"])
     coef, sums = torch.empty((B, 3, C), **f32), torch.empty((B, 3, C), **f32)
     _bwd_combine_kernel[(B,)](part, rstd, weight, coef, sums, HW, C, Cg, groups, split, float(HW * Cg),
                               BLOCK_C=block_c, GP=_pow2(groups), SP=_pow2(split),
                               num_warps=TUNING["combine_warps"])
     dx = torch.empty_like(x)
-    _bwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](dy, x, sh, weight, bias, sd, mean, rstd, coef, dx, HW, C, Cg,
-                                                      groups, p, 1.0 / (1.0 - p), **flags,
+    _bwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](dy, x, sh, weight, bias, sd, mean, rstd, coef, dx, HW, HWq, C,
+                                                      Cg, groups, p, 1.0 / (1.0 - p), **flags,
                                                       num_warps=TUNING["apply_warps"])
     return dx, sums  # (B, C, H, W) NHWC; (B, 3, C): per image, the sums of dz, dz * xhat and dx
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GroupNorm", "group_norm_nhwc", "norm_act"]
+__all__ = ["GroupNorm", "cat_channels", "group_norm_nhwc", "norm_act"]
 
 # Off by default: with the compiler's layout planning forced on (ddpm.fast.compile_net) it measured slower
 # than PyTorch's own GroupNorm (benchmarks/NOTES.md). A switch for A/B runs, read when a graph is traced.
@@ -72,6 +72,35 @@ def norm_act(norm: nn.GroupNorm, x: Tensor, *, shift: Tensor | None = None, silu
     if silu:
         h = F.silu(h)
     return F.dropout(h, dropout, training=True) if dropout > 0 else h
+
+
+class _CatChannels(torch.autograd.Function):
+    """``torch.cat([a, b], 1)`` whose backward hands each input a dense channels-last gradient."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+        ctx.split = a.shape[1]
+        return torch.cat([a, b], 1)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        cl = torch.channels_last
+        return g[:, :ctx.split].contiguous(memory_format=cl), g[:, ctx.split:].contiguous(memory_format=cl)
+
+
+def cat_channels(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.cat([a, b], dim=1)`` of two (B, C, H, W) tensors (the U-Net's skip connections).
+
+    Its backward slices the gradient along the channels; on channels-last memory a slice of channels is not a
+    dense tensor, and a convolution's backward given one copies it first (each convolution its own copy). In
+    training on CUDA channels-last tensors the slices are made dense channels-last here instead, once: under
+    ``torch.compile`` the compiler then writes them directly from the kernel that sums the gradient. Elsewhere
+    this is ``torch.cat``.
+    """
+    if (torch.is_grad_enabled() and a.is_cuda and a.dim() == 4 and (a.requires_grad or b.requires_grad)
+            and a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()):
+        return _CatChannels.apply(a, b)
+    return torch.cat([a, b], dim=1)
 
 
 def group_norm_nhwc(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .._utils import net_times as _net_times
 from .embedding import sinusoidal_embedding
-from .fused import GroupNorm, norm_act
+from .fused import GroupNorm, cat_channels, norm_act
 
 __all__ = ["UNetConfig", "UNet", "PRESETS"]
 
@@ -315,7 +315,7 @@ class UNet(nn.Module):
         for layer in self.mid:
             h = layer(h, temb)  # (B, ch * mults[-1], H / 2^(L-1), W / 2^(L-1))
         for block in self.up:
-            h = torch.cat([h, hs.pop()], dim=1)  # (B, c + c_skip, h, w)
+            h = cat_channels(h, hs.pop())  # (B, c + c_skip, h, w)
             for layer in block:
                 h = layer(h, temb)
         return self.conv_out(norm_act(self.norm_out, h))  # (B, C, H, W)
