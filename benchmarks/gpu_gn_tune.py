@@ -92,6 +92,7 @@ def case(shape: dict, batch: int, device):
         h = F.silu(h) if shape["silu"] else h
         return F.dropout(h, p, training=True).to(torch.bfloat16) if p > 0 else h.to(torch.bfloat16)
 
+    torch._dynamo.reset()  # a fresh compile per shape (the recompile limit would fall back to eager)
     compiled = torch.compile(reference, dynamic=False)
 
     def theirs():

@@ -22,6 +22,7 @@ import torch
 
 import ddpm
 import ddpm.fast
+import ddpm.nets.fused
 from ddpm.nets.unet import UNet
 
 from . import common
@@ -96,18 +97,22 @@ def main(argv=None) -> int:
     x_T = torch.randn(shape, device=device, generator=torch.Generator(device=device).manual_seed(123))
     outs = {}
 
-    def ours(label: str, force_layout: bool):
-        """One of ours: ``force_layout`` sets ``ddpm.fast.FORCE_LAYOUT_OPT`` (the package's default: True)."""
+    def ours(label: str, force_layout: bool, triton_no_grad: bool = True):
+        """One of ours: ``force_layout`` sets ``ddpm.fast.FORCE_LAYOUT_OPT`` (the package's default: True),
+        ``triton_no_grad`` ``ddpm.nets.fused.TRITON_GROUPNORM_NO_GRAD`` (the Triton GroupNorm kernels in
+        sampling, default True; False: the compiler's own kernels)."""
         with rec.stage(f"ours:{label}", need=60) as ok:
             if not ok:
                 return
             ddpm.fast.FORCE_LAYOUT_OPT = force_layout
+            ddpm.nets.fused.TRITON_GROUPNORM_NO_GRAD = triton_no_grad
             torch._dynamo.reset()
             t0 = time.perf_counter()
             net = ddpm.FastEps(ours_model(device), bf16=cuda, channels_last=cuda, cudagraphs=cuda, compile=cuda)
             ddim = lambda: ddpm.sample_ddim(net, s, shape, steps=ddim_steps, x_T=x_T, progress=False)  # noqa: E731
             outs[label] = ddim()
-            r = {"force_layout_opt": force_layout, "compile_and_first_run_s": time.perf_counter() - t0,
+            r = {"force_layout_opt": force_layout, "triton_groupnorm_no_grad": triton_no_grad,
+                 "compile_and_first_run_s": time.perf_counter() - t0,
                  "ddim50": timed(ddim, args.repeats)}
             g = torch.Generator(device=device)
             r["ddpm1000"] = timed(lambda: ddpm.sample_ddpm(net, s_ddpm, shape, generator=g.manual_seed(1), x_T=x_T,
@@ -116,9 +121,10 @@ def main(argv=None) -> int:
             rec["ours"][label] = r
             print("ours", label, {k: (v["median_s"] if isinstance(v, dict) else v) for k, v in r.items()}, flush=True)
             del net
-            ddpm.fast.FORCE_LAYOUT_OPT = True
+            ddpm.fast.FORCE_LAYOUT_OPT, ddpm.nets.fused.TRITON_GROUPNORM_NO_GRAD = True, True
 
     ours("bf16", True)  # the package's FastEps as a user gets it
+    ours("bf16:compiler_groupnorm", True, triton_no_grad=False)  # A/B: the compiler's GroupNorm kernels
 
     for variant, comp in (("bf16+compile+cudagraphs", True), ("bf16", False)):
         if variant == "bf16":
@@ -142,6 +148,9 @@ def main(argv=None) -> int:
         rec["summary"] = {"ddim50_time_over_peer_graphs": o["ddim50"]["median_s"] / p["ddim50"]["median_s"],
                           "ddim50_speedup_vs_peer_graphs": p["ddim50"]["median_s"] / o["ddim50"]["median_s"],
                           "ddpm1000_over_ddim50": o["ddpm1000_over_ddim50"]}
+        c = rec["ours"].get("bf16:compiler_groupnorm")
+        if c:
+            rec["summary"]["ddim50_triton_groupnorm_gain"] = c["ddim50"]["median_s"] / o["ddim50"]["median_s"]
         if "ddpm1000" in p:
             rec["summary"]["ddpm1000_speedup_vs_peer_graphs"] = p["ddpm1000"]["median_s"] / o["ddpm1000"]["median_s"]
         print("summary", rec["summary"], flush=True)

@@ -215,3 +215,15 @@ def test_unet_triton_path_is_the_pytorch_path_on_cuda():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=1e-3)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)
+    calls, real = [], fused._TRITON.group_norm_act
+    no_grad = fused.TRITON_GROUPNORM_NO_GRAD
+    try:  # sampling (gradients off): the Triton forward where the switch is on, the same numbers
+        fused._TRITON.group_norm_act = lambda *a, **k: calls.append(1) or real(*a, **k)
+        fused.TRITON_GROUPNORM_NO_GRAD, torch.backends.cudnn.allow_tf32 = True, False
+        with torch.no_grad():
+            out = net(x, t)
+    finally:
+        fused._TRITON.group_norm_act, fused.TRITON_GROUPNORM_NO_GRAD = real, no_grad
+        torch.backends.cudnn.allow_tf32 = tf32
+    assert calls
+    torch.testing.assert_close(out, outs[1], rtol=1e-3, atol=1e-3)

@@ -32,6 +32,8 @@ NHWC_GROUPNORM = False
 # The Triton GroupNorm (+ shift + SiLU + dropout) kernels on CUDA channels-last tensors when gradients are on
 # (training: measured faster than the compiler's own kernels, benchmarks/NOTES.md); False: PyTorch's ops.
 TRITON_GROUPNORM = True
+# ... and with gradients off too (sampling), in place of the compiler's own fused kernels.
+TRITON_GROUPNORM_NO_GRAD = True
 _TRITON = None  # the imported ddpm.nets._gn_triton module, False where Triton cannot be imported
 
 
@@ -48,7 +50,7 @@ def _triton_module():
 
 
 def _use_triton(norm: nn.GroupNorm, x: Tensor) -> bool:
-    return (TRITON_GROUPNORM and torch.is_grad_enabled() and x.is_cuda and x.dim() == 4 and norm.affine
+    return (TRITON_GROUPNORM and (TRITON_GROUPNORM_NO_GRAD or torch.is_grad_enabled()) and x.is_cuda and x.dim() == 4 and norm.affine
             and x.numel() < 2**31
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             and bool(_triton_module()))
