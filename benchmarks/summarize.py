@@ -11,7 +11,12 @@ layout switches, diffusers in the same process), ``probe_sources.json`` (where t
 from), ``probe_triton.json`` (the first Triton GroupNorm kernels against the compiler's), ``probe_final.json``
 and ``probe_final_base.json`` (the package's final step with its Triton GroupNorm kernels, diffusers in the
 same process, and the compiler's GroupNorm on the same machine), ``train_final.json`` (the final step at batch
-256, the loss curve, the matrix rate), ``sample.json``, ``fashion.json`` and the CUDA test logs;
+256, the loss curve, the matrix rate), ``gn_tune.json`` (those kernels alone, a grid of launch settings),
+``probe_v2_sources.json`` (the profile of that step), ``probe_philox4.json`` (the package's current step: one
+Philox call per four dropout elements and dense skip-connection gradients, diffusers in the same process, the
+profile), ``train_b256_peer.json`` and ``train_b256.json`` (batch 256, diffusers and ours, one after the other on
+the same machine; the loss curve), ``sample.json`` and ``sample_triton_gn.json`` (sampling: diffusers and the
+earlier package; the package with and without its Triton GroupNorm), ``fashion.json`` and the CUDA test logs;
 keeps the earlier card's summary as labelled history (``results/h100/summary.json``). A later file's row
 replaces an earlier one of the same label; ours with the NHWC GroupNorm switch, and ours before the Triton
 GroupNorm kernels (``train_fast.json``), are relabelled. Nothing here is typed by hand.
@@ -80,6 +85,8 @@ def test_log(text: str) -> dict:
             break
         k, v = ln.split(": ", 1)
         head[k] = v
+    if "device" in head:  # the header's other name for the card
+        head.setdefault("card", head.pop("device"))
     return {**pytest_counts(text), **{k: head[k] for k in ("card", "torch", "commit", "tests") if k in head}}
 
 
@@ -89,11 +96,16 @@ def main() -> dict:
         "probe.json", "sample.json", "fashion.json"))
     final, final_base, train_final, probe_v1, probe_src = (load(n) for n in (
         "probe_final.json", "probe_final_base.json", "train_final.json", "probe_triton.json", "probe_sources.json"))
+    probe4, train4, train4_ours, sample4, v2_src, tune = (load(n) for n in (
+        "probe_philox4.json", "train_b256_peer.json", "train_b256.json", "sample_triton_gn.json", "probe_v2_sources.json",
+        "gn_tune.json"))
     s: dict = {"sources": {}}
     for name, d in (("train", train), ("train_fast_prev", prev), ("train_fast_nhwc_gn", gn), ("train_fast", fast),
                     ("train_profile", prof_rec), ("probe", probe), ("probe_sources", probe_src),
                     ("probe_triton", probe_v1), ("probe_final", final), ("probe_final_base", final_base),
-                    ("train_final", train_final), ("sample", sample), ("fashion", fashion)):
+                    ("train_final", train_final), ("gn_tune", tune), ("probe_v2_sources", v2_src), ("probe_philox4", probe4),
+                    ("train_b256_peer", train4), ("train_b256", train4_ours), ("sample", sample), ("sample_triton_gn", sample4),
+                    ("fashion", fashion)):
         if d:
             e = d["env"]
             s["sources"][name] = {k: e.get(k) for k in ("device", "torch", "cuda", "diffusers", "commit", "time_utc")}
@@ -104,11 +116,13 @@ def main() -> dict:
         gn = dict(gn, train={(k.replace(f"ours:{FASTEST}:", f"ours:{FASTEST}+nhwc-groupnorm:") if k.startswith("ours:") else k): v
                              for k, v in gn["train"].items()})
     fast = relabel(fast, f"ours:{FASTEST}:", f"ours:{FASTEST}+inductor-groupnorm:")  # before the Triton kernels
-    models = (train_final or fast or train or {}).get("models")
-    matmul = (train_final or fast or {}).get("matmul_bf16_flops")
-    fin = final_rows(final, models["ours"]["fwd_flops"] if models else None, matmul)
+    models = (train4_ours or train_final or fast or train or {}).get("models")
+    matmul = (train4_ours or train_final or fast or {}).get("matmul_bf16_flops")
+    flops = models["ours"]["fwd_flops"] if models else None
+    fin, fin4 = final_rows(final, flops, matmul), final_rows(probe4, flops, matmul)
     rows = train_rows(("train.json", train), ("train_fast_prev.json", prev), ("train_fast_nhwc_gn.json", gn),
-                      ("train_fast.json", fast), ("train_final.json", train_final), ("probe_final.json", fin))
+                      ("train_fast.json", fast), ("train_final.json", train_final), ("probe_final.json", fin),
+                      ("train_b256_peer.json", train4), ("train_b256.json", train4_ours), ("probe_philox4.json", fin4))
     if models:
         s["params"] = {k: models[k]["params"] for k in ("ours", "peer")}
         s["fwd_gflops"] = {k: models[k]["fwd_flops"] / 1e9 for k in ("ours", "peer")}
@@ -155,9 +169,15 @@ def main() -> dict:
              "Triton GroupNorm, first version (group tiles)": probe_v1["train"]["triton_gn"]["img_per_s"],
              "compiler's GroupNorm, same process as the first version": probe_v1["train"]["layout_opt"]["img_per_s"],
              "Triton GroupNorm (the package)": final["train"]["triton_gn"]["img_per_s"]}
-        s["train_groupnorm_variants_img_per_s"] = v
         s["train_triton_groupnorm_gain"] = (v["Triton GroupNorm (the package)"]
                                             / v["compiler's GroupNorm (layout planning on)"])
+        if probe4:
+            v["Triton GroupNorm, second version (one Philox call per element)"] = v.pop("Triton GroupNorm (the package)")
+            v["Triton GroupNorm (the package: one Philox call per four elements), dense skip gradients"] = (
+                probe4["train"]["triton_gn"]["img_per_s"])
+            s["train_philox4_and_skip_gradients_gain"] = (probe4["train"]["triton_gn"]["img_per_s"]
+                                                          / final["train"]["triton_gn"]["img_per_s"])
+        s["train_groupnorm_variants_img_per_s"] = v
         s["train_triton_groupnorm_v1_gain"] = (v["Triton GroupNorm, first version (group tiles)"]
                                                / v["compiler's GroupNorm, same process as the first version"])
         cs = probe_v1.get("copy_sources", {}).get("triton_gn")
@@ -166,6 +186,22 @@ def main() -> dict:
             mine = ("_stats_kernel", "_fwd_kernel", "_bwd_reduce_kernel", "_bwd_apply_kernel")
             s["train_triton_v1_kernels_ms_per_step"] = {k["name"]: k["ms_per_step"] for k in cs["kernels"]
                                                         if k["name"] in mine}
+    if v2_src and probe4 and probe4.get("copy_sources"):  # the step's kernels without CUDA graphs, before and after
+        before, after = v2_src["copy_sources"]["triton_gn"], probe4["copy_sources"]["triton_gn"]
+        s["train_no_graphs_buckets_ms_per_step"] = {"before": before["buckets_ms_per_step"],
+                                                    "after": after["buckets_ms_per_step"]}
+        s["copy_ms_per_step_before_skip_gradients"] = before["copy_ms_per_step"]
+        s["copy_ms_per_step_before_skip_gradients_in_convolution_backward"] = sum(
+            r["ms_per_step"] for r in before["sources"] if "convolution_backward" in r["chain"])
+        s["copy_ms_per_step_final"] = after["copy_ms_per_step"]
+        s["triton_groupnorm_ms_per_step"] = {k: d["buckets_ms_per_step"]["Triton GroupNorm (package)"]
+                                             for k, d in (("before", before), ("after", after))}
+    if tune and tune.get("per_step_ms"):  # the second version's kernels alone, forward + backward, CUDA graphs
+        t = tune["per_step_ms"]
+        s["gn_tune_ms_per_step"] = {k: t[k] for k in ("default", "best_single_setting", "best_per_shape")}
+        s["gn_tune_best_single_setting"] = tune["best_single_setting"]
+        s["gn_tune_min_gb_per_step"] = tune["min_bytes_per_step"] / 1e9
+        s["gn_tune_batch"] = tune["batch"]
     if probe_src:
         cs = probe_src["copy_sources"]["layout_opt"]
         s["copy_ms_per_step_after"] = cs["copy_ms_per_step"]
@@ -194,11 +230,23 @@ def main() -> dict:
         s["train_ours_profile_buckets_share"] = prof["buckets_share"]
         s["train_ours_profile_buckets_ms_per_step"] = prof["buckets_ms_per_step"]
         s["train_ours_profile_gpu_busy_share"] = prof["gpu_busy_share"]
-    lc = next((d["loss_curve"] for d in (train_final, fast, gn, prev) if d and "loss_curve" in d), None)
+    lc = next((d["loss_curve"] for d in (train4_ours, train_final, fast, gn, prev) if d and "loss_curve" in d), None)
     if lc:
         s["loss_curve_batch"] = lc["batch"]
         s["loss_curve_max_rel_diff_window_means"] = lc["max_rel_diff_window_means"]
         s["loss_curve_final_window_rel_diff"] = lc["final_window_rel_diff"]
+    if sample4 and sample and "bf16+compile+cudagraphs" in sample.get("peer", {}):
+        # the package now samples with its Triton GroupNorm (sample_triton_gn.json); diffusers from sample.json
+        o, c = sample4["ours"]["bf16"], sample4["ours"].get("bf16:compiler_groupnorm")
+        pg = sample["peer"]["bf16+compile+cudagraphs"]["ddim50"]["median_s"]
+        sm = {"ddim50_time_over_peer_graphs": o["ddim50"]["median_s"] / pg,
+              "ddim50_speedup_vs_peer_graphs": pg / o["ddim50"]["median_s"],
+              "ddpm1000_over_ddim50": o["ddpm1000_over_ddim50"]}
+        sample = dict(sample, summary=sm, ours={"bf16": o})
+        s["sampling_sources"] = {"ours": "sample_triton_gn.json", "peer": "sample.json"}
+        if c:
+            s["ddim50_triton_groupnorm_gain"] = c["ddim50"]["median_s"] / o["ddim50"]["median_s"]
+            s["ours_ddim50_s_bf16_compiler_groupnorm"] = c["ddim50"]["median_s"]
     if sample and sample.get("summary"):
         sm, o = sample["summary"], sample["ours"]["bf16"]
         s.update(ours_ddim50_s_bf16=o["ddim50"]["median_s"], ours_ddpm1000_s_bf16=o["ddpm1000"]["median_s"],
@@ -210,7 +258,8 @@ def main() -> dict:
                  ddpm_variance=sample.get("ddpm_variance"))
         targets["ddim50 at most 0.5x diffusers' time (bf16, CUDA graphs)"] = sm["ddim50_time_over_peer_graphs"] <= 0.5
         targets["ddpm1000/ddim50 >= 19.5"] = sm["ddpm1000_over_ddim50"] >= 19.5
-    for key, name in (("cuda_tests", "cuda_tests_log.txt"), ("cuda_tests_final", "cuda_tests_final_log.txt")):
+    for key, name in (("cuda_tests", "cuda_tests_log.txt"), ("cuda_tests_previous", "cuda_tests_final_log.txt"),
+                      ("cuda_tests_final", "cuda_tests_latest_log.txt")):
         if (RESULTS / name).is_file():
             s[key] = test_log((RESULTS / name).read_text())
     if fashion:
