@@ -1,10 +1,11 @@
 """GroupNorm in the layout the network runs in (book appendix "Appendix: the package on a GPU").
 
-:func:`norm_act` is ``dropout(silu(norm(x + shift)))``, the pattern of every normalisation in the U-Net. In
-training (gradients on), on a CUDA channels-last tensor with Triton installed, it runs the Triton kernels of
+:func:`norm_act` is ``dropout(silu(norm(x + shift)))``, the pattern of every normalisation in the U-Net. On a
+CUDA channels-last tensor with Triton installed, in training and in sampling, it runs the Triton kernels of
 ``ddpm.nets._gn_triton``: forward, one pass over the NHWC memory for the statistics and one for the output;
 backward, the same two passes; the shift, the SiLU and the dropout happen inside them. Everywhere else (the
-CPU, and sampling, which keeps the compiler's own fused kernels) it runs PyTorch's operators in that order.
+CPU, NCHW tensors) it runs PyTorch's operators in that order. :func:`cat_channels` is the U-Net's skip
+concatenation, with a backward that hands the convolutions dense channels-last gradients.
 
 PyTorch's GroupNorm kernel on the GPU reads and writes NCHW: on a channels-last (NHWC) activation it first
 copies the tensor to NCHW, and the next convolution copies its output back to NHWC. Under ``torch.compile``
@@ -29,10 +30,11 @@ __all__ = ["GroupNorm", "cat_channels", "group_norm_nhwc", "norm_act"]
 # Off by default: with the compiler's layout planning forced on (ddpm.fast.compile_net) it measured slower
 # than PyTorch's own GroupNorm (benchmarks/NOTES.md). A switch for A/B runs, read when a graph is traced.
 NHWC_GROUPNORM = False
-# The Triton GroupNorm (+ shift + SiLU + dropout) kernels on CUDA channels-last tensors when gradients are on
-# (training: measured faster than the compiler's own kernels, benchmarks/NOTES.md); False: PyTorch's ops.
+# The Triton GroupNorm (+ shift + SiLU + dropout) kernels on CUDA channels-last tensors (training: measured
+# faster than the compiler's own kernels, benchmarks/NOTES.md); False: PyTorch's ops.
 TRITON_GROUPNORM = True
-# ... and with gradients off too (sampling), in place of the compiler's own fused kernels.
+# ... with gradients off too (sampling: DDIM-50 measured faster than with the compiler's kernels); False there
+# leaves sampling to PyTorch's ops, which the compiler fuses with their neighbours.
 TRITON_GROUPNORM_NO_GRAD = True
 _TRITON = None  # the imported ddpm.nets._gn_triton module, False where Triton cannot be imported
 
