@@ -196,6 +196,10 @@ def main() -> dict:
         s["copy_ms_per_step_final"] = after["copy_ms_per_step"]
         s["triton_groupnorm_ms_per_step"] = {k: d["buckets_ms_per_step"]["Triton GroupNorm (package)"]
                                              for k, d in (("before", before), ("after", after))}
+        # the forward pass's matrix kernels in that step (convolution fprop, attention fprop): a floor for sampling
+        s["train_forward_matrix_kernels_ms_per_step"] = sum(k["ms_per_step"] for k in after["kernels"]
+                                                            if "fprop" in k["name"])
+        s["train_forward_matrix_kernels_batch"] = probe4["config"]["batch"]
     if tune and tune.get("per_step_ms"):  # the second version's kernels alone, forward + backward, CUDA graphs
         t = tune["per_step_ms"]
         s["gn_tune_ms_per_step"] = {k: t[k] for k in ("default", "best_single_setting", "best_per_shape")}
@@ -257,6 +261,10 @@ def main() -> dict:
                  ddpm1000_over_ddim50=sm["ddpm1000_over_ddim50"], ddpm1000_over_ddim50_bf16=sm["ddpm1000_over_ddim50"],
                  ddpm_variance=sample.get("ddpm_variance"))
         targets["ddim50 at most 0.5x diffusers' time (bf16, CUDA graphs)"] = sm["ddim50_time_over_peer_graphs"] <= 0.5
+        if "train_forward_matrix_kernels_ms_per_step" in s:  # 50 forward passes at the sampling batch, that rate
+            s["ddim50_forward_matrix_kernels_s"] = (50 * s["train_forward_matrix_kernels_ms_per_step"] / 1e3
+                                                    * sample["config"]["batch"] / s["train_forward_matrix_kernels_batch"])
+            s["ddim50_half_of_diffusers_s"] = 0.5 * s["peer_ddim50_s_bf16_graphs"]
         targets["ddpm1000/ddim50 >= 19.5"] = sm["ddpm1000_over_ddim50"] >= 19.5
     for key, name in (("cuda_tests", "cuda_tests_log.txt"), ("cuda_tests_previous", "cuda_tests_final_log.txt"),
                       ("cuda_tests_final", "cuda_tests_latest_log.txt")):
