@@ -208,6 +208,14 @@ def _grad_rows(X, DY, base, hw, lim, c, cm, C, P, Q, w, bb, rnd, p, scale, SILU:
 
 
 @triton.jit
+def _grad_sums(a_acc, b_acc, r_acc, X, DY, base, hw, lim, c, cm, C, P, Q, w, bb, rnd, p, scale, SILU: tl.constexpr,
+               DROPOUT: tl.constexpr):
+    """The running sums of dz, dz * xhat and xhat with rows hw (BLOCK_Q, 1) added."""
+    _, _, xhat, dz = _grad_rows(X, DY, base, hw, lim, c, cm, C, P, Q, w, bb, rnd, p, scale, SILU, DROPOUT)
+    return a_acc + dz, b_acc + dz * xhat, r_acc + xhat
+
+
+@triton.jit
 def _bwd_reduce_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, PART, HW, HWq, C, Cg, G, rows, SPLIT, p, scale,
                        HAS_SHIFT: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
                        BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -227,25 +235,14 @@ def _bwd_reduce_kernel(DY, X, SHIFT, W, Bb, SEED, MEAN, RSTD, PART, HW, HWq, C, 
     for g0 in range(start // 4, (end + 3) // 4, BLOCK_Q):
         gi = g0 + tl.arange(0, BLOCK_Q)[:, None]
         r0, r1, r2, r3 = _uniforms(SEED, b, gi, c, HWq, C, DROPOUT)
-        _, _, xhat, dz = _grad_rows(X, DY, base, 4 * gi, end, c, cm, C, P, Q, w, bb, r0, p, scale, SILU, DROPOUT)
-        a_acc += dz
-        b_acc += dz * xhat
-        r_acc += xhat
-        _, _, xhat, dz = _grad_rows(X, DY, base, 4 * gi + 1, end, c, cm, C, P, Q, w, bb, r1, p, scale, SILU,
-                                    DROPOUT)
-        a_acc += dz
-        b_acc += dz * xhat
-        r_acc += xhat
-        _, _, xhat, dz = _grad_rows(X, DY, base, 4 * gi + 2, end, c, cm, C, P, Q, w, bb, r2, p, scale, SILU,
-                                    DROPOUT)
-        a_acc += dz
-        b_acc += dz * xhat
-        r_acc += xhat
-        _, _, xhat, dz = _grad_rows(X, DY, base, 4 * gi + 3, end, c, cm, C, P, Q, w, bb, r3, p, scale, SILU,
-                                    DROPOUT)
-        a_acc += dz
-        b_acc += dz * xhat
-        r_acc += xhat
+        a_acc, b_acc, r_acc = _grad_sums(a_acc, b_acc, r_acc, X, DY, base, 4 * gi, end, c, cm, C, P, Q, w, bb, r0,
+                                         p, scale, SILU, DROPOUT)
+        a_acc, b_acc, r_acc = _grad_sums(a_acc, b_acc, r_acc, X, DY, base, 4 * gi + 1, end, c, cm, C, P, Q, w, bb,
+                                         r1, p, scale, SILU, DROPOUT)
+        a_acc, b_acc, r_acc = _grad_sums(a_acc, b_acc, r_acc, X, DY, base, 4 * gi + 2, end, c, cm, C, P, Q, w, bb,
+                                         r2, p, scale, SILU, DROPOUT)
+        a_acc, b_acc, r_acc = _grad_sums(a_acc, b_acc, r_acc, X, DY, base, 4 * gi + 3, end, c, cm, C, P, Q, w, bb,
+                                         r3, p, scale, SILU, DROPOUT)
     c1 = tl.arange(0, BLOCK_C)
     out = PART + (b * SPLIT + s) * 3 * C + c1
     tl.store(out, tl.sum(a_acc, 0), mask=c1 < C)
