@@ -187,7 +187,8 @@ def test_cat_channels_is_torch_cat_with_dense_channels_last_gradients():
         torch.testing.assert_close(da, dy[:, :3], rtol=0, atol=0)
         torch.testing.assert_close(db, dy[:, 3:], rtol=0, atol=0)
         if dev == "cuda":  # dense channels-last, so a convolution's backward needs no copy of its own
-            assert da.is_contiguous(memory_format=torch.channels_last) and db.is_contiguous(memory_format=torch.channels_last)
+            cl = torch.channels_last
+            assert da.is_contiguous(memory_format=cl) and db.is_contiguous(memory_format=cl)
 
 
 def test_unet_triton_path_is_the_pytorch_path_on_cuda():

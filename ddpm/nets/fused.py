@@ -52,8 +52,8 @@ def _triton_module():
 
 
 def _use_triton(norm: nn.GroupNorm, x: Tensor) -> bool:
-    return (TRITON_GROUPNORM and (TRITON_GROUPNORM_NO_GRAD or torch.is_grad_enabled()) and x.is_cuda and x.dim() == 4 and norm.affine
-            and x.numel() < 2**31
+    return (TRITON_GROUPNORM and (TRITON_GROUPNORM_NO_GRAD or torch.is_grad_enabled()) and x.is_cuda
+            and x.dim() == 4 and norm.affine and x.numel() < 2**31
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             and bool(_triton_module()))
 
