@@ -14,10 +14,10 @@ image turns them into the group statistics and a per-channel ``z = x * a + d``, 
 writes ``y``. The backward is three kernels as well: per-channel sums of ``dz``, ``dz * xhat`` and ``xhat``
 (reading ``x`` and ``dy``), a per-image kernel that turns them into ``dx = dz * u + xhat * v + w`` per channel
 and the shift gradient, and one that reads ``x`` and ``dy`` again and writes ``dx``. Every tile is rows of the
-NHWC slab by all the channels, so loads are contiguous. The output passes take a tile's rows as four interleaved
-sets, so that one Philox call (four 32-bit outputs) draws the dropout uniforms of four elements: the mask of element
-(b, row, c) depends on the seed, b, row // 4, c and row % 4 alone, whatever the tile sizes, and the backward draws
-it again from the same seed:
+NHWC slab by all the channels, so loads are contiguous. The passes that draw the dropout mask (the two output
+passes and the backward's reduction) take a tile's rows as four interleaved sets, so that one Philox call (four
+32-bit outputs) draws the dropout uniforms of four elements: the mask of element (b, row, c) depends on the seed,
+b, row // 4, c and row % 4 alone, whatever the tile sizes, and the backward draws it again from the same seed:
 nothing but ``x`` and the (B, G) statistics is saved. The weight and bias gradients are sums over the batch
 left to PyTorch (and to the compiler, under ``torch.compile``).
 """

@@ -51,11 +51,15 @@ def _triton_module():
     return _TRITON
 
 
+def _cuda_channels_last(x: Tensor) -> bool:
+    """A 4-d CUDA tensor stored channels-last (NHWC) and not also NCHW-contiguous."""
+    return (x.is_cuda and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous())
+
+
 def _use_triton(norm: nn.GroupNorm, x: Tensor) -> bool:
-    return (TRITON_GROUPNORM and (TRITON_GROUPNORM_NO_GRAD or torch.is_grad_enabled()) and x.is_cuda
-            and x.dim() == 4 and norm.affine and x.numel() < 2**31
-            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            and bool(_triton_module()))
+    return (TRITON_GROUPNORM and (TRITON_GROUPNORM_NO_GRAD or torch.is_grad_enabled()) and _cuda_channels_last(x)
+            and norm.affine and x.numel() < 2**31 and bool(_triton_module()))
 
 
 def norm_act(norm: nn.GroupNorm, x: Tensor, *, shift: Tensor | None = None, silu: bool = True,
@@ -101,8 +105,7 @@ def cat_channels(a: Tensor, b: Tensor) -> Tensor:
     ``torch.compile`` the compiler then writes them directly from the kernel that sums the gradient. Elsewhere
     this is ``torch.cat``.
     """
-    if (torch.is_grad_enabled() and a.is_cuda and a.dim() == 4 and (a.requires_grad or b.requires_grad)
-            and a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()):
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad) and _cuda_channels_last(a):
         return _CatChannels.apply(a, b)
     return torch.cat([a, b], dim=1)
 
