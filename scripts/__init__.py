@@ -1,0 +1,1 @@
+"""Build and test helpers of the repository (not part of the ``ddpm`` package)."""
