@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(DATA))
     p.add_argument("--lead-draws", type=int, default=20)
     args = p.parse_args(argv)
+    if args.lead_draws < 2:
+        p.error(f"--lead-draws must be at least 2 (a spread needs two draws), got {args.lead_draws}")
     from ddpm.train import resolve_device
 
     dev = resolve_device(args.device)
