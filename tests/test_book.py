@@ -513,3 +513,99 @@ def test_figure_check_bites():
 def test_figures_have_captions_and_alt_text(chapter):
     problems = figure_problems(load(chapter), chapter)
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim meta-test: every claim's proof must be able to fail. Convention (tests/README.md):
+# - a claim's proof cells are code cells tagged ``claim-<ID>``, each ending in asserts;
+# - the cells they need (imports, symbols, small helpers, a schedule) are tagged ``claim-setup``;
+#   a claim cell uses only names from those, so it runs alone after them in a fresh namespace;
+# - each claim cell's metadata ``claim-mutations`` lists ``[exact text in the cell, wrong text]``
+#   pairs, each a deliberately wrong version of the formula the claim proves; every occurrence of
+#   the text is replaced. At least one mutation per claim id.
+# The unmutated cell must pass; every mutated one must raise AssertionError (a NameError or a
+# SyntaxError means the mutation, not the proof, is broken).
+
+MUTATION_RESULTS: dict[str, tuple[int, int]] = {}  # claim id -> (mutants killed, mutants run)
+
+
+def _tagged(nb: dict, tag: str) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code" and tag in c.get("metadata", {}).get("tags", [])]
+
+
+def _runnable(code: str) -> str:
+    return re.sub(r"^\s*[%!].*$", "", code, flags=re.M)  # IPython magics and shell lines
+
+
+def _run_claim_cell(setup: list[str], code: str, where: str) -> None:
+    """Run the notebook's claim-setup cells, then one claim cell, in a fresh namespace; quiet."""
+    import contextlib
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    dtype = torch.get_default_dtype()
+    ns: dict = {"__name__": "__claim__"}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            for k, s in enumerate(setup):
+                exec(compile(_runnable(s), f"<{where} claim-setup {k}>", "exec"), ns)
+            exec(compile(_runnable(code), f"<{where}>", "exec"), ns)
+    finally:
+        torch.set_default_dtype(dtype)
+        plt.close("all")
+
+
+def _claim_params():
+    return [(c, k) for c, ks in CLAIMS.items() for k in ks]
+
+
+@pytest.mark.parametrize("chapter, claim", _claim_params())
+def test_claim_checks_fail_on_wrong_formulas(chapter, claim):
+    nb = load(chapter)
+    cells = _tagged(nb, f"claim-{claim}")
+    assert cells, f"{chapter}.ipynb has no code cell tagged claim-{claim}"
+    setup = [src(c) for c in _tagged(nb, "claim-setup")]
+    if not setup and not any("claim-mutations" in c.get("metadata", {}) for c in cells):
+        pytest.skip(f"{chapter}.ipynb does not follow the claim convention yet (no claim-setup cell, "
+                    f"no claim-mutations for {claim}): see tests/README.md")
+    pairs = [(i, m) for i, c in enumerate(cells) for m in c.get("metadata", {}).get("claim-mutations", [])]
+    assert pairs, f"{chapter}.ipynb: no claim-mutations in the metadata of claim-{claim}'s cells"
+    for i, c in enumerate(cells):  # every unmutated cell passes on its own
+        _run_claim_cell(setup, src(c), f"{chapter} claim-{claim} cell {i}")
+    survivors, broken = [], []
+    for i, m in pairs:
+        assert isinstance(m, list) and len(m) == 2 and all(isinstance(s, str) for s in m), (
+            f"{chapter} claim-{claim}: a mutation must be [text, wrong text], got {m!r}")
+        old, new = m
+        code = src(cells[i])
+        assert old in code, f"{chapter} claim-{claim} cell {i}: mutation text {old!r} is not in the cell"
+        assert old != new, f"{chapter} claim-{claim}: mutation {old!r} changes nothing"
+        try:
+            _run_claim_cell(setup, code.replace(old, new), f"{chapter} claim-{claim} cell {i} mutated")
+        except AssertionError:
+            continue  # killed
+        except Exception as e:  # noqa: BLE001 - any other error means the mutant is not a formula
+            broken.append(f"{old!r} -> {new!r}: {type(e).__name__}: {e}")
+        else:
+            survivors.append(f"{old!r} -> {new!r}")
+    MUTATION_RESULTS[claim] = (len(pairs) - len(survivors) - len(broken), len(pairs))
+    print(f"claim {claim}: {MUTATION_RESULTS[claim][0]} of {len(pairs)} mutations killed")
+    assert not broken, f"{chapter} claim-{claim}: mutations that fail for another reason than an assert:\n" + "\n".join(broken)
+    assert not survivors, f"{chapter} claim-{claim}: the checks pass on wrong formulas:\n" + "\n".join(survivors)
+
+
+def test_mutation_score(record_property):
+    """The mutation score of the claim checks run above (all claims when the whole file runs)."""
+    if not MUTATION_RESULTS:
+        pytest.skip("no claim meta-test ran in this session")
+    killed = sum(k for k, _ in MUTATION_RESULTS.values())
+    total = sum(n for _, n in MUTATION_RESULTS.values())
+    record_property("claim_mutation_score", f"{killed}/{total}")
+    print(f"claim mutation score: {killed} of {total} mutations killed ({100 * killed / total:.0f}%) "
+          f"over {len(MUTATION_RESULTS)} claims")
+    assert killed == total
