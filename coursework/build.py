@@ -23,9 +23,8 @@ import sys
 from pathlib import Path
 
 import nbformat
-import yaml
 
-from .markup import CHECK, MarkupError, exercises, parameters_cell, source
+from .markup import SETUP, MarkupError, answer_names, check_parts, exercises, parameters_cell, source, tags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,10 +34,10 @@ def default_out(seed: int) -> Path:
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
-    """The chapter notebooks of the table of contents, in order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files = [c["file"] for p in toc.get("parts", []) for c in p.get("chapters", [])]
-    return [root / f"{f}.ipynb" for f in files if Path(f).name.startswith("ch") and (root / f"{f}.ipynb").exists()]
+    """The chapter notebooks of the table of contents, in order (the book's one reader of ``_toc.yml``)."""
+    from scripts.toc import chapters as toc_chapters
+
+    return toc_chapters(root)
 
 
 def _commit(root: Path) -> str:
@@ -102,10 +101,23 @@ def build_notebook(path: Path, seed: int):
         out.cells = kept
         out.metadata["coursework"] = {"chapter": path.stem, "edition": edition, "variant": seed, "exercises": ids}
         editions[edition] = out
-    manifest = {
-        "file": path.name,
-        "exercises": [{"id": e.id, "check": source(cells[e.check])} for e in exs],
-    }
+    # the grader runs these itself, in order: the parameters cell (with this variant) and the setup cells
+    setup = [
+        re.sub(r"^VARIANT\s*=\s*-?\d+\s*$", f"VARIANT = {seed}", source(c), flags=re.M) if i == p else source(c)
+        for i, c in enumerate(cells) if i == p or SETUP in tags(c)
+    ]
+    entries = []
+    for e in exs:
+        answers = answer_names(cells, e)
+        if not answers:
+            raise MarkupError(f"exercise {e.id!r}: its starting cell and solution bind no common name (the answer); "
+                              "name it in the starting cell's metadata \"answers\"")
+        parts = check_parts(source(cells[e.check]))
+        if not parts:
+            raise MarkupError(f"exercise {e.id!r}: its check calls no grading.expect* function")
+        entries.append({"id": e.id, "stub": source(cells[e.stub]), "answers": answers,
+                        "check": source(cells[e.check]), "parts": parts})
+    manifest = {"file": path.name, "setup": setup, "exercises": entries}
     return editions["student"], editions["instructor"], manifest
 
 

@@ -7,10 +7,12 @@ An exercise is a run of tagged cells that share the metadata ``"exercise": "<id>
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 
 STUB, SOLUTION, CHECK, PARAMS = "exercise-stub", "exercise-solution", "exercise-check", "coursework-parameters"
+SETUP = "exercise-setup"  # a cell of the chapter the grader runs itself to build the checks' context
 _SOL_START = re.compile(r"^\s*[:`]{3,}\s*\{solution-start\}", re.M)
 _SOL_END = re.compile(r"^\s*[:`]{3,}\s*\{solution-end\}", re.M)
 _VARIANT = re.compile(r"^VARIANT\s*=\s*-?\d+\s*$", re.M)
@@ -118,3 +120,61 @@ def exercises(cells) -> list[Exercise]:
         if not (ex.stub < ex.gate[0] and ex.gate[1] < ex.check):
             raise MarkupError(f"exercise {eid!r}: the order must be starting cell, solution dropdown, check")
     return [out[e] for e in order]
+
+
+def top_level_names(src: str) -> list[str]:
+    """The names a cell binds at top level (assignments, ``def``, ``class``, imports), in order."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return []
+    out: list[str] = []
+
+    def add(n):
+        if n not in out:
+            out.append(n)
+
+    def targets(t):
+        if isinstance(t, ast.Name):
+            add(t.id)
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            for e in t.elts:
+                targets(e)
+        elif isinstance(t, ast.Starred):
+            targets(t.value)
+
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                targets(t)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets(node.target)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                add((a.asname or a.name).split(".")[0])
+    return out
+
+
+def answer_names(cells, ex: Exercise) -> list[str]:
+    """The names an exercise's answer consists of: those its starting cell and its solution both bind
+    (or the starting cell's metadata ``"answers"``)."""
+    stub = cells[ex.stub]
+    given = stub.get("metadata", {}).get("answers")
+    if given:
+        return list(given)
+    solved = set()
+    for i in ex.solutions:
+        solved.update(top_level_names(source(cells[i])))
+    return [n for n in top_level_names(source(stub)) if n in solved]
+
+
+def check_parts(src: str) -> list[list[int]]:
+    """The parts of a check: its ``grading.expect*`` calls, as ``[first line, last line]``."""
+    out = []
+    for node in ast.walk(ast.parse(src)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("expect")
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "grading"):
+            out.append([node.lineno, node.end_lineno])
+    return sorted(out)

@@ -66,7 +66,7 @@ def bwrap_command(uid: int, data: Path | None, limits: Limits) -> list[str]:
     py = _python_root()
     cmd = [
         bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-        "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--die-with-parent", "--new-session",
         "--ro-bind", "/usr", "/usr",
     ]
     for d in ("bin", "lib", "lib64", "sbin"):
@@ -238,10 +238,11 @@ class Kernel:
                     raise KernelDied(f"the kernel stopped (exit status {self.proc.returncode})")
                 self.buf += chunk
 
-    def request(self, op: str, timeout: float, **kw) -> tuple[int, dict]:
+    def request(self, op: str, wait: float, **kw) -> tuple[int, dict]:
+        """Send one request; wait at most ``wait`` seconds for its answer (else :class:`KernelDied`)."""
         nonce = secrets.token_hex(16)
         self._write({"op": op, "nonce": nonce, **kw})
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         printed = 0
         while True:
             n, reply = self._read(nonce, deadline)
