@@ -24,7 +24,7 @@ from pathlib import Path
 
 import nbformat
 
-from .markup import SETUP, MarkupError, answer_names, check_parts, exercises, parameters_cell, source, tags
+from .markup import MarkupError, answer_names, check_parts, exercises, parameters_cell, setup_cells, source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,10 +101,12 @@ def build_notebook(path: Path, seed: int):
         out.cells = kept
         out.metadata["coursework"] = {"chapter": path.stem, "edition": edition, "variant": seed, "exercises": ids}
         editions[edition] = out
-    # the grader runs these itself, in order: the parameters cell (with this variant) and the setup cells
+    # the grader runs these itself, in order: the parameters cell (with this variant) and the chapter cells the
+    # exercises read names from (markup.setup_cells)
+    keep = sorted({p, *setup_cells(cells, exs, p)})
     setup = [
-        re.sub(r"^VARIANT\s*=\s*-?\d+\s*$", f"VARIANT = {seed}", source(c), flags=re.M) if i == p else source(c)
-        for i, c in enumerate(cells) if i == p or SETUP in tags(c)
+        re.sub(r"^VARIANT\s*=\s*-?\d+\s*$", f"VARIANT = {seed}", source(cells[i]), flags=re.M) if i == p else source(cells[i])
+        for i in keep
     ]
     entries = []
     for e in exs:
@@ -119,6 +121,25 @@ def build_notebook(path: Path, seed: int):
                         "check": source(cells[e.check]), "parts": parts})
     manifest = {"file": path.name, "setup": setup, "exercises": entries}
     return editions["student"], editions["instructor"], manifest
+
+
+def exercise_only(nb, student: bool = False):
+    """A chapter (master or instructor edition) cut down to its parameters cell, the cells its exercises
+    read names from, and the exercise cells; with ``student``, the solutions removed too. Graded, it
+    scores as the whole chapter would, in a fraction of the time (the tests grade the book this way)."""
+    cells = nb.cells
+    exs = exercises(cells)
+    p = parameters_cell(cells)
+    keep = {p, *setup_cells(cells, exs, p)}
+    for e in exs:
+        statement = next((i for i in range(e.stub - 1, -1, -1) if cells[i].get("cell_type") == "markdown"), None)
+        keep.update(i for i in (statement,) if i is not None)
+        keep.update([e.stub, e.check])
+        if not student:
+            keep.update(range(e.gate[0], e.gate[1] + 1))
+    out = copy.deepcopy(nb)
+    out.cells = [copy.deepcopy(c) for i, c in enumerate(cells) if i in keep]
+    return out
 
 
 def build(out: Path, seed: int = 0, root: Path = ROOT, notebooks: list[Path] | None = None) -> dict:

@@ -130,20 +130,48 @@ def _noop(*args, **kwargs):
     return None
 
 
+_SETUPS: dict = {}
+
+
+def torch_seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _close_figures() -> None:
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 class Trusted:
     """The grader's side of one chapter: the setup cells of the manifest, run here; then, per exercise,
     the starting cell of the manifest, the student's answers from the sandbox, and the check."""
 
     def __init__(self, entry: dict, variant: int):
         self.entry, self.variant = entry, variant
-        self.ns: dict = {"__name__": "__coursework_check__"}
-        self.error = None
-        with self._quiet():
-            try:
-                for k, src in enumerate(entry.get("setup", [])):
-                    exec(compile(src, f"<setup {k}>", "exec"), self.ns)
-            except Exception as e:  # the course's own cells failed: say so, grade nothing
-                self.error = f"the grader's setup cells failed: {type(e).__name__}: {e}"
+        key = (json.dumps(entry.get("setup", [])), variant)
+        with _TRUSTED:
+            base = _SETUPS.get(key)
+        if base is None:
+            base = {"__name__": "__coursework_check__"}
+            error = None
+            with self._quiet():
+                torch_seed(0)
+                try:
+                    for k, src in enumerate(entry.get("setup", [])):
+                        exec(compile(src, f"<setup {k}>", "exec"), base)
+                except Exception as e:  # the course's own cells failed: say so, grade nothing
+                    error = f"the grader's setup cells failed: {type(e).__name__}: {e}"
+                _close_figures()
+            base["__error__"] = error
+            with _TRUSTED:
+                _SETUPS[key] = base
+        self.ns = dict(base)  # each submission its own names; the setup is run once per chapter and variant
+        self.error = self.ns.pop("__error__")
         self.ns["VARIANT"] = variant
         for name in ("glue", "show", "display"):
             self.ns[name] = _noop
@@ -155,8 +183,6 @@ class Trusted:
 
     def grade(self, ex: dict, kernel: Kernel, timeout: float) -> dict:
         from ddpm import grading
-        import numpy as np
-        import torch
 
         eid, nparts = ex["id"], len(ex["parts"])
         if self.error:
@@ -165,10 +191,7 @@ class Trusted:
         values = reply.get("values") if isinstance(reply.get("values"), dict) else {}
         filename = f"<check {eid}>"
         with self._quiet():
-            seed = grading.exercise_seed(eid, self.variant)
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
-            random.seed(seed)
+            torch_seed(grading.exercise_seed(eid, self.variant))
             try:
                 exec(compile(ex["stub"], f"<stub {eid}>", "exec"), self.ns)
             except Exception as e:
@@ -188,6 +211,7 @@ class Trusted:
                     raise
                 except Exception as e:  # outside the exercise's `with` block
                     rec.stopped = f"your answer broke the check: {type(e).__name__}: {str(e)[:300]}"
+            _close_figures()
         return _score(eid, ex["parts"], rec, missing)
 
 
@@ -320,7 +344,7 @@ def students(path: Path) -> list[tuple[str, list[Path]]]:
         return [(path.stem, [path])]
     out = []
     for p in sorted(path.iterdir()):
-        if p.name.startswith(".") or p.name in ("grade-out",):
+        if p.name.startswith("."):
             continue
         if p.is_file() and p.suffix == ".ipynb":
             out.append((p.stem, [p]))
@@ -374,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m coursework.grade", description=__doc__.splitlines()[0])
     ap.add_argument("submission", help="a notebook, or a class folder (one notebook or folder per student)")
     ap.add_argument("--grader", default=str(ROOT / "_build" / "coursework" / "grader"), help="the grader folder made by 'make coursework'")
-    ap.add_argument("--out", default=None, help="where the reports go (default: grade-out beside the submission)")
+    ap.add_argument("--out", default=None, help="where the reports go (default: <submission>-grades beside it)")
     ap.add_argument("--report", default=None, help="the class JSON report (default: OUT/report.json)")
     ap.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default {CELL_TIMEOUT})")
     ap.add_argument("--notebook-timeout", type=int, default=NOTEBOOK_TIMEOUT, help=f"seconds per notebook (default {NOTEBOOK_TIMEOUT})")
@@ -404,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxUnavailable as e:
         print(f"error: refusing to grade: {e}", file=sys.stderr)
         return 3
-    out = Path(args.out) if args.out else (sub if sub.is_dir() else sub.parent) / "grade-out"
+    out = Path(args.out) if args.out else sub.resolve().parent / f"{sub.stem}-grades"
     limits = Limits(memory_bytes=args.memory * 2**20, output_bytes=args.output_limit, cpu_seconds=args.notebook_timeout + 60)
     uids: queue.Queue = queue.Queue()
     for k in range(args.jobs):

@@ -178,3 +178,66 @@ def check_parts(src: str) -> list[list[int]]:
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "grading"):
             out.append([node.lineno, node.end_lineno])
     return sorted(out)
+
+
+def loaded_names(src: str) -> set[str]:
+    """The names a cell reads (anywhere in it)."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def stored_names(src: str) -> set[str]:
+    """Every name a cell binds anywhere (assignments, loop targets, arguments, definitions, imports)."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return set()
+    out = set(top_level_names(src))
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            out.add(n.id)
+        elif isinstance(n, ast.arg):
+            out.add(n.arg)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in n.names)
+    return out
+
+
+def setup_cells(cells, exs: list[Exercise], params: int) -> list[int]:
+    """The chapter cells the exercises need, found by their names: every code cell tagged ``exercise-setup``,
+    and, for each name an exercise's cells read but do not bind, the last other code cell before it that
+    binds it, and so on for what that cell reads. The grader runs these (and the parameters cell) itself to
+    build the checks' context; an exercise-only notebook is made of them and the exercise cells."""
+    import builtins
+
+    ex_cells = {params}
+    for e in exs:
+        ex_cells.update([e.stub, e.check, *e.solutions])
+    chosen = {i for i, c in enumerate(cells) if SETUP in tags(c) and c.get("cell_type") == "code"}
+    binds = {i: set(top_level_names(source(c))) for i, c in enumerate(cells) if c.get("cell_type") == "code"}
+    skip = set(dir(builtins)) | {"VARIANT"}
+    todo = []
+    for e in exs:
+        own = set()
+        for i in [e.stub, *e.solutions, e.check]:
+            own |= stored_names(source(cells[i]))
+        for i in [e.stub, *e.solutions, e.check]:
+            todo += [(n, e.stub) for n in loaded_names(source(cells[i])) - own - skip]
+    done = set()
+    while todo:
+        name, before = todo.pop()
+        if (name, before) in done:
+            continue
+        done.add((name, before))
+        # the last binding before `before`, outside the exercises (an earlier exercise's cell does not count)
+        k = next((i for i in range(before - 1, -1, -1) if i not in ex_cells and name in binds.get(i, ())), None)
+        if k is None or k in chosen:
+            continue
+        chosen.add(k)
+        todo += [(n, k) for n in loaded_names(source(cells[k])) - stored_names(source(cells[k])) - skip]
+    return sorted(chosen)

@@ -21,7 +21,7 @@ import jsonschema
 import nbformat
 import pytest
 
-from coursework.build import build, chapters
+from coursework.build import build, chapters, exercise_only
 from coursework.grade import load_manifest
 from ddpm.grading import pick
 from coursework.markup import CHECK, SOLUTION, STUB, MarkupError, exercises
@@ -315,9 +315,32 @@ print("forked", kids)
 FLOOD = "def my_snr(abar):\n    return abar / (1 - abar)\nimport os\nprint('x' * 1_000_000)\nfor _ in range(200):\n    os.write(1, b'y' * 1_000_000)"
 
 
-def test_attacks_leave_scores_and_later_submissions_alone(tmp_path, toy):
-    """One class folder holding every attack; graded once (two kernels at a time)."""
+ATTACKS = {  # name: (edition, (exercise, cell it goes in), code, expected points)
+    "a_forge": ("stud", ("toy-num", STUB), FORGE, 0),
+    "a_atexit": ("stud", ("toy-num", STUB), ATEXIT, 0),
+    "a_patch": ("stud", ("toy-num", STUB), PATCH, 0),
+    "a_rewrite": ("stud", ("toy-num", STUB), REWRITE, 0),
+    "a_pid": ("stud", ("toy-num", STUB), PID, 0),
+    "a_read": ("stud", ("toy-num", STUB), READ, 0),
+    "a_socket": ("stud", ("toy-num", STUB), SOCKET, 0),
+    "a_memory": ("inst", ("toy-num", SOLUTION), MEMORY, 3),
+    "a_fork": ("inst", ("toy-sym", SOLUTION), FORK, 3),
+    "a_flood": ("inst", ("toy-fn", SOLUTION), FLOOD, 3),
+    "b_loop": ("inst", ("toy-num", SOLUTION), "while True:\n    pass", 3),
+    "b_raises": ("inst", ("toy-sym", SOLUTION), "raise RuntimeError('boom')", 3),
+    "b_uninterruptible": ("inst", ("toy-fn", SOLUTION), "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+                          "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", 2),
+    "b_half": ("inst", ("toy-two", SOLUTION), "abar_1 = float(sched.alpha_bars[1])\nsnr_1 = 0.0", 3.5),
+}
+
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory, toy):
+    """One class folder holding every attack (and honest work before and after), graded once, two kernels
+    at a time; each test below reads its own student's row."""
     root, out, _ = toy
+    tmp_path = tmp_path_factory.mktemp("class")
     grader = out / "grader"
     inst = nbformat.read(out / "instructor" / "ch9_toy.ipynb", as_version=4)
     stud = nbformat.read(out / "student" / "ch9_toy.ipynb", as_version=4)
@@ -329,29 +352,12 @@ def test_attacks_leave_scores_and_later_submissions_alone(tmp_path, toy):
     fill = {"root": ROOT, "grader": grader, "pid": sentinel.pid, "inst": out / "instructor" / "ch9_toy.ipynb",
             "manifest": grader / "manifest.json", "book": ROOT / "book" / "ch3_forward_process.ipynb",
             "port": server.getsockname()[1]}
-    attacks = {  # name: (edition, where, code, expected points)
-        "a_forge": (stud, ("toy-num", STUB), FORGE, 0),
-        "a_atexit": (stud, ("toy-num", STUB), ATEXIT, 0),
-        "a_patch": (stud, ("toy-num", STUB), PATCH, 0),
-        "a_rewrite": (stud, ("toy-num", STUB), REWRITE % fill, 0),
-        "a_pid": (stud, ("toy-num", STUB), PID % fill, 0),
-        "a_read": (stud, ("toy-num", STUB), READ % fill, 0),
-        "a_socket": (stud, ("toy-num", STUB), SOCKET % fill, 0),
-        "a_memory": (inst, ("toy-num", SOLUTION), MEMORY, 3),
-        "a_fork": (inst, ("toy-sym", SOLUTION), FORK, 3),
-        "a_flood": (inst, ("toy-fn", SOLUTION), FLOOD, 3),
-        "b_loop": (inst, ("toy-num", SOLUTION), "while True:\n    pass", 3),
-        "b_raises": (inst, ("toy-sym", SOLUTION), "raise RuntimeError('boom')", 3),
-        "b_uninterruptible": (inst, ("toy-fn", SOLUTION), "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
-                              "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", 2),
-        "b_half": (inst, ("toy-two", SOLUTION), "abar_1 = float(sched.alpha_bars[1])\nsnr_1 = 0.0", 3.5),
-    }
     folder = tmp_path / "class"
     folder.mkdir()
-    for name, (base, (eid, tag), code, _) in attacks.items():
-        nb = copy.deepcopy(base)
+    for name, (base, (eid, tag), code, _) in ATTACKS.items():
+        nb = copy.deepcopy(inst if base == "inst" else stud)
         cell = next(c for c in nb.cells if c.metadata.get("exercise") == eid and tag in c.metadata.get("tags", []))
-        cell.source = code if tag == SOLUTION else cell.source + "\n" + code
+        cell.source = code % fill if tag == SOLUTION else cell.source + "\n" + code % fill
         nbformat.write(nb, folder / f"{name}.ipynb")
     nb = copy.deepcopy(inst)
     nb.cells = [c for c in nb.cells if not (c.metadata.get("exercise") == "toy-sym" and STUB in c.metadata.get("tags", []))]
@@ -365,49 +371,110 @@ def test_attacks_leave_scores_and_later_submissions_alone(tmp_path, toy):
     before = _tree_hash(*protected)
     try:
         proc, rows = _grade_folder(folder, grader, tmp_path / "out", "--cell-timeout", "25", "--notebook-timeout", "120")
-        assert sentinel.poll() is None, "a submission killed a process of the grader's machine"
+        killed = sentinel.poll() is not None
         try:
             server.accept()
-            pytest.fail("a submission reached the grader's machine over the network")
+            reached = True
         except (socket.timeout, BlockingIOError):
-            pass
+            reached = False
     finally:
         sentinel.kill()
         server.close()
-    assert _tree_hash(*protected) == before, "a submission changed the package, the grader or the instructor edition"
-    scores = {k: r["score"] for k, r in rows.items()}
-    expected = {name: pts for name, (_, _, _, pts) in attacks.items()}
-    expected.update(b_deleted=3, b_notjson=0, z_good=4, z_untouched=0, z_good_again=4)
-    assert scores == expected, proc.stdout[-4000:]
-    failed = {k: [e["id"] for nb in r["notebooks"] for e in nb["exercises"] if not e["passed"]] for k, r in rows.items()}
-    assert failed["a_flood"] == ["toy-fn"] and failed["a_memory"] == ["toy-num"] and failed["b_raises"] == ["toy-sym"]
-    assert failed["b_deleted"] == ["toy-sym"] and failed["b_half"] == ["toy-two"]
-    msg = {k: " ".join(e["message"] for nb in r["notebooks"] for e in nb["exercises"] if not e["passed"]) + " ".join(
-        " ".join(nb["errors"]) for nb in r["notebooks"]) for k, r in rows.items()}
-    assert "printed 201,000,00" in msg["a_flood"] or "printed 20" in msg["a_flood"]
-    assert "MemoryError" in msg["a_memory"]
-    assert "25 s limit" in msg["b_loop"] and "RuntimeError: boom" in msg["b_raises"]
-    assert "time limit" in msg["b_uninterruptible"]
-    assert "missing" in msg["b_deleted"] and "not a readable notebook" in msg["b_notjson"]
-    half = next(e for e in rows["b_half"]["notebooks"][0]["exercises"] if e["id"] == "toy-two")
-    assert (half["points"], half["parts_passed"], half["parts"]) == (0.5, 1, 2)
-    # no process of the kernels' users is left behind (the fork bomb's children die with their sandbox)
     ps = subprocess.run(["ps", "-eo", "uid="], capture_output=True, text=True).stdout.split()
-    assert not [u for u in ps if 61000 <= int(u) < 61100]
-    # same submission twice: the same report, byte for byte
-    a, b = (tmp_path / "out" / n for n in ("z_good", "z_good_again"))
-    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
-    ra, rb = (json.loads((d / "report.json").read_text()) for d in (a, b))
-    assert ra["notebooks"][0]["exercises"] == rb["notebooks"][0]["exercises"]
-    # the class CSV: one row per student and exercise
-    with open(tmp_path / "out" / "class.csv") as f:
+    return {
+        "rows": rows, "stdout": proc.stdout, "out": tmp_path / "out", "killed": killed, "reached": reached,
+        "changed": _tree_hash(*protected) != before, "left": [u for u in ps if 61000 <= int(u) < 61100],
+    }
+
+
+def _failed(row):
+    return [e["id"] for nb in row["notebooks"] for e in nb["exercises"] if not e["passed"]]
+
+
+def _messages(row):
+    return " ".join(e["message"] for nb in row["notebooks"] for e in nb["exercises"] if not e["passed"]) + " " + " ".join(
+        " ".join(nb["errors"]) for nb in row["notebooks"])
+
+
+def _score_as_expected(graded_class, name):
+    rows = graded_class["rows"]
+    assert rows[name]["score"] == ATTACKS[name][3], (name, _messages(rows[name]))
+    # and the honest submissions graded in the same run, after it, are unaffected
+    assert (rows["z_good"]["score"], rows["z_good_again"]["score"], rows["z_untouched"]["score"]) == (4, 4, 0)
+    assert not graded_class["changed"], "a submission changed the package, the grader or the instructor edition"
+
+
+@pytest.mark.parametrize("name", ["a_forge", "a_atexit", "a_patch"])
+def test_forged_rows_atexit_hooks_and_monkey_patches_score_nothing(graded_class, name):
+    _score_as_expected(graded_class, name)
+    assert _failed(graded_class["rows"][name]) == IDS
+
+
+def test_rewriting_package_or_grader_files_fails(graded_class):
+    _score_as_expected(graded_class, "a_rewrite")
+
+
+def test_a_written_pid_is_never_killed(graded_class):
+    _score_as_expected(graded_class, "a_pid")
+    assert not graded_class["killed"], "a submission killed a process of the grader's machine"
+
+
+def test_instructor_edition_and_manifest_are_out_of_reach(graded_class):
+    _score_as_expected(graded_class, "a_read")
+
+
+def test_no_network(graded_class):
+    _score_as_expected(graded_class, "a_socket")
+    assert not graded_class["reached"], "a submission reached the grader's machine over the network"
+
+
+def test_memory_limit(graded_class):
+    _score_as_expected(graded_class, "a_memory")
+    assert _failed(graded_class["rows"]["a_memory"]) == ["toy-num"]
+    assert "MemoryError" in _messages(graded_class["rows"]["a_memory"])
+
+
+def test_fork_bomb(graded_class):
+    _score_as_expected(graded_class, "a_fork")
+    assert not graded_class["left"], "processes of a sandbox outlived it"
+
+
+def test_output_flood(graded_class):
+    _score_as_expected(graded_class, "a_flood")
+    assert _failed(graded_class["rows"]["a_flood"]) == ["toy-fn"]
+    assert "your code printed" in _messages(graded_class["rows"]["a_flood"])
+
+
+def test_loops_errors_and_broken_notebooks_fail_only_their_exercise(graded_class):
+    rows = graded_class["rows"]
+    for name in ("b_loop", "b_raises", "b_uninterruptible", "b_half"):
+        _score_as_expected(graded_class, name)
+    assert _failed(rows["b_loop"]) == ["toy-num"] and "25 s limit" in _messages(rows["b_loop"])
+    assert _failed(rows["b_raises"]) == ["toy-sym"] and "RuntimeError: boom" in _messages(rows["b_raises"])
+    assert _failed(rows["b_uninterruptible"]) == ["toy-fn", "toy-two"] and "time limit" in _messages(rows["b_uninterruptible"])
+    assert _failed(rows["b_deleted"]) == ["toy-sym"] and "missing" in _messages(rows["b_deleted"])
+    assert rows["b_notjson"]["score"] == 0 and "not a readable notebook" in _messages(rows["b_notjson"])
+    assert "score: 4/4" in graded_class["stdout"]
+
+
+def test_partial_credit(graded_class):
+    half = next(e for e in graded_class["rows"]["b_half"]["notebooks"][0]["exercises"] if e["id"] == "toy-two")
+    assert (half["points"], half["parts_passed"], half["parts"], half["passed"]) == (0.5, 1, 2, False)
+    with open(graded_class["out"] / "class.csv") as f:
         rows_csv = list(csv.DictReader(f))
     assert {(r["student"], r["exercise"]) for r in rows_csv} >= {("z_good", e) for e in IDS}
     assert sum(float(r["points"]) for r in rows_csv if r["student"] == "b_half") == 3.5
-    # Gradescope's results.json for every student
-    for d in (tmp_path / "out").iterdir():
-        if d.is_dir():
-            jsonschema.validate(json.loads((d / "results.json").read_text()), GRADESCOPE_SCHEMA)
+
+
+def test_results_json_validates_against_gradescope_schema(graded_class):
+    dirs = [d for d in graded_class["out"].iterdir() if d.is_dir()]
+    assert len(dirs) == len(graded_class["rows"])
+    for d in dirs:
+        data = json.loads((d / "results.json").read_text())
+        jsonschema.validate(data, GRADESCOPE_SCHEMA)
+        assert data["score"] == graded_class["rows"][d.name]["score"]
+    a, b = (graded_class["out"] / n for n in ("z_good", "z_good_again"))
+    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
 
 
 # Gradescope's autograder results format (its documentation, "Autograder Specifications"): the fields used.
@@ -476,3 +543,66 @@ def test_cli_errors_are_one_line(tmp_path):
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
 
 
+# --- the book's own exercises, on notebooks of their setup and exercise cells only ----------------------
+
+@pytest.fixture(scope="module")
+def book_graded(tmp_path_factory):
+    """The book's coursework built (variant 0), then graded on exercise-only notebooks: per chapter the
+    instructor edition, the untouched student edition and, where the chapter has find-the-bug exercises,
+    the instructor edition with every erratum put back in place of its solution."""
+    tmp = tmp_path_factory.mktemp("book")
+    out = tmp / "coursework"
+    manifest = build(out, 0)
+    folder = tmp / "class"
+    errata = {}
+    for path in sorted((out / "instructor").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for kind, cut in (("instructor", exercise_only(nb)), ("student", exercise_only(nb, student=True))):
+            (folder / f"{kind}-{path.stem}").mkdir(parents=True)
+            nbformat.write(cut, folder / f"{kind}-{path.stem}" / path.name)
+        bad = exercise_only(nb)
+        ids = []
+        for ex in exercises(bad.cells):
+            stub = bad.cells[ex.stub]
+            if stub.metadata.get("erratum"):
+                for i in ex.solutions:
+                    bad.cells[i].source = stub.source
+                ids.append(ex.id)
+        if ids:
+            (folder / f"errata-{path.stem}").mkdir()
+            nbformat.write(bad, folder / f"errata-{path.stem}" / path.name)
+            errata[f"errata-{path.stem}"] = ids
+    proc, rows = _grade_folder(folder, out / "grader", tmp / "out", "--cell-timeout", "120", "--notebook-timeout", "300", timeout=900)
+    return manifest, rows, errata
+
+
+def test_every_chapter_has_graded_exercises(book_graded):
+    manifest, _, _ = book_graded
+    assert sorted(manifest["chapters"]) == sorted(p.stem for p in chapters())
+    assert all(len(c["exercises"]) >= 3 for c in manifest["chapters"].values())
+    assert all(e["answers"] and e["parts"] for c in manifest["chapters"].values() for e in c["exercises"])
+
+
+def test_book_instructor_edition_scores_full_marks(book_graded):
+    manifest, rows, _ = book_graded
+    inst = {k: r for k, r in rows.items() if k.startswith("instructor-")}
+    assert len(inst) == len(manifest["chapters"])
+    bad = {k: [(e["id"], e["message"]) for e in _exs(r) if not e["passed"]] for k, r in inst.items() if r["score"] != r["max"]}
+    assert not bad
+
+
+def test_book_student_edition_scores_zero(book_graded):
+    _, rows, _ = book_graded
+    stud = {k: r for k, r in rows.items() if k.startswith("student-")}
+    assert stud and all(r["score"] == 0 and r["max"] >= 3 for r in stud.values()), {k: r["score"] for k, r in stud.items()}
+    assert all(e["message"] for r in stud.values() for e in _exs(r))
+
+
+def test_each_erratum_loses_exactly_its_exercise(book_graded):
+    _, rows, errata = book_graded
+    assert sum(map(len, errata.values())) >= 6, "the book has fewer than six find-the-bug exercises"
+    assert {k: [e["id"] for e in _exs(rows[k]) if not e["passed"]] for k in errata} == errata
+
+
+def _exs(row):
+    return [e for nb in row["notebooks"] for e in nb["exercises"]]
