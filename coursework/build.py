@@ -62,8 +62,10 @@ def _note(edition: str, seed: int, ids: list[str]):
     if edition == "student":
         text = (
             "**Coursework, student edition.** Each graded exercise has a starting cell to complete and, below "
-            "it, a check cell: run the check to see whether your answer passes and, if not, what was checked "
-            f"and what came out. Exercises: {', '.join(ids)}."
+            "it, a check cell: run the check to see whether your answer passes and, if not, which part is not "
+            "right yet, with a hint (it never shows the answer). The grader runs its own copy of the checks. "
+            "`VARIANT` (near the top) fixes the constants the exercises draw with `grading.pick`: leave it as "
+            f"it is. Exercises: {', '.join(ids)}."
         )
     else:
         text = f"**Coursework, instructor edition** (with solutions). Exercises: {', '.join(ids)}."
