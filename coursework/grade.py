@@ -142,6 +142,29 @@ def torch_seed(seed: int) -> None:
     random.seed(seed)
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    import torch
+
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def _quiet_ipython() -> None:
+    """Some chapter cells start an IPython shell when run here: make it now, in this thread, without a
+    history database (else its exit hook fails from another thread)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    if not InteractiveShell.initialized():
+        c = Config()
+        c.HistoryManager.enabled = False
+        InteractiveShell.instance(config=c)
+
+
 def _close_figures() -> None:
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")
@@ -152,6 +175,8 @@ class Trusted:
     the starting cell of the manifest, the student's answers from the sandbox, and the check."""
 
     def __init__(self, entry: dict, variant: int):
+        import torch
+
         self.entry, self.variant = entry, variant
         key = (json.dumps(entry.get("setup", [])), variant)
         with _TRUSTED:
@@ -167,11 +192,14 @@ class Trusted:
                 except Exception as e:  # the course's own cells failed: say so, grade nothing
                     error = f"the grader's setup cells failed: {type(e).__name__}: {e}"
                 _close_figures()
+                base["__dtype__"] = torch.get_default_dtype()  # a chapter may set it: the checks get it back
+                torch.set_default_dtype(torch.float32)
             base["__error__"] = error
             with _TRUSTED:
                 _SETUPS[key] = base
         self.ns = dict(base)  # each submission its own names; the setup is run once per chapter and variant
         self.error = self.ns.pop("__error__")
+        self.dtype = self.ns.pop("__dtype__")
         self.ns["VARIANT"] = variant
         for name in ("glue", "show", "display"):
             self.ns[name] = _noop
@@ -190,7 +218,7 @@ class Trusted:
         _, reply = kernel.request("get", timeout + 5, names=ex["answers"])
         values = reply.get("values") if isinstance(reply.get("values"), dict) else {}
         filename = f"<check {eid}>"
-        with self._quiet():
+        with self._quiet(), _default_dtype(self.dtype):
             torch_seed(grading.exercise_seed(eid, self.variant))
             try:
                 exec(compile(ex["stub"], f"<stub {eid}>", "exec"), self.ns)
@@ -428,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxUnavailable as e:
         print(f"error: refusing to grade: {e}", file=sys.stderr)
         return 3
+    _quiet_ipython()
     out = Path(args.out) if args.out else sub.resolve().parent / f"{sub.stem}-grades"
     limits = Limits(memory_bytes=args.memory * 2**20, output_bytes=args.output_limit, cpu_seconds=args.notebook_timeout + 60)
     uids: queue.Queue = queue.Queue()
