@@ -76,7 +76,11 @@ def _callables(x):
 
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
-shell = InteractiveShell.instance(colors="NoColor")
+from traitlets.config import Config  # noqa: E402
+
+_config = Config()
+_config.HistoryManager.enabled = False
+shell = InteractiveShell.instance(config=_config, colors="NoColor")
 signal.signal(signal.SIGALRM, _alarm)
 
 
