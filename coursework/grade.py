@@ -384,7 +384,10 @@ def students(path: Path) -> list[tuple[str, list[Path]]]:
 
 
 def submissions(path: Path) -> list[Path]:
-    return [nb for _, nbs in students(path) for nb in nbs] if path.is_dir() else [path]
+    """Every notebook under ``path`` (or ``path`` itself)."""
+    if path.is_dir():
+        return sorted(q for q in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+    return [path]
 
 
 def load_manifest(grader_dir: Path) -> dict:
@@ -433,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output-limit", type=int, default=OUTPUT_LIMIT, help=f"characters of output per cell (default {OUTPUT_LIMIT})")
     ap.add_argument("--memory", type=int, default=6144, help="MiB of address space per kernel (default 6144)")
     ap.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
+    ap.add_argument("--student", default=None, help="grade SUBMISSION as the work of one student of this name (Gradescope)")
     args = ap.parse_args(argv)
     for name in ("cell_timeout", "notebook_timeout", "output_limit", "jobs", "memory"):
         if getattr(args, name) < 1:
@@ -447,7 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    class_ = students(sub)
+    if args.student is not None and not re.fullmatch(r"[\w.-]{1,100}", args.student):
+        print(f"error: --student must be letters, digits, '.', '_' or '-', got {args.student!r}", file=sys.stderr)
+        return 2
+    class_ = students(sub) if args.student is None else [(args.student, submissions(sub) if sub.is_dir() else [sub])]
+    class_ = [(name, nbs) for name, nbs in class_ if nbs]
     if not class_:
         print(f"error: no .ipynb files in {sub}", file=sys.stderr)
         return 2
