@@ -6,12 +6,13 @@ BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _confi
 .PHONY: install system-deps book cheatsheet test test-fast serve clean coursework grade
 
 # Debian packages: headless Chromium + driver for the browser tests and the cheat sheet's PDF, Node.js to typeset
-# the maths when the site is built, poppler-utils (pdfinfo) for the PDF test, Fashion-MNIST for the data tests.
+# the maths when the site is built, poppler-utils (pdfinfo) for the PDF test, Fashion-MNIST for the data tests,
+# bubblewrap (bwrap) for the coursework grader's sandbox.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 || ! command -v pdfinfo >/dev/null 2>&1 || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 || ! command -v pdfinfo >/dev/null 2>&1 || ! command -v bwrap >/dev/null 2>&1 || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nodejs poppler-utils dataset-fashion-mnist >/dev/null; \
-	  else echo "warning: install Debian's chromium, chromium-driver, nodejs, poppler-utils and dataset-fashion-mnist (needs root)"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nodejs poppler-utils dataset-fashion-mnist bubblewrap >/dev/null; \
+	  else echo "warning: install Debian's chromium, chromium-driver, nodejs, poppler-utils, dataset-fashion-mnist and bubblewrap (needs root)"; fi; \
 	fi
 
 install: system-deps
@@ -48,8 +49,11 @@ COURSEWORK := $(if $(filter-out 0,$(SEED)),_build/coursework-seed$(SEED),_build/
 coursework: install
 	$(PYTHON) -m coursework.build --seed $(SEED)
 
-# make grade SUBMISSION=<notebook or folder> [SEED=n]: grades offline, prints per exercise and 'score: P/M'.
+# make grade SUBMISSION=<class folder or notebook> [SEED=n] [GRADE_OUT=folder] [JOBS=n]: grades offline, each
+# student in a bubblewrap sandbox; writes class.csv, report.json and per student report.json + results.json.
+GRADE_OUT ?=
+JOBS ?= 1
 grade: install
-	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<notebook or folder> [SEED=n]" >&2; exit 2; }
+	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<class folder or notebook> [SEED=n] [GRADE_OUT=folder]" >&2; exit 2; }
 	@test -f $(COURSEWORK)/grader/manifest.json || $(PYTHON) -m coursework.build --seed $(SEED)
-	$(PYTHON) -m coursework.grade "$(SUBMISSION)" --grader $(COURSEWORK)/grader --report $(COURSEWORK)/grade-report.json
+	$(PYTHON) -m coursework.grade "$(SUBMISSION)" --grader $(COURSEWORK)/grader --jobs $(JOBS) $(if $(GRADE_OUT),--out "$(GRADE_OUT)")

@@ -23,9 +23,8 @@ import sys
 from pathlib import Path
 
 import nbformat
-import yaml
 
-from .markup import CHECK, MarkupError, exercises, parameters_cell, source
+from .markup import MarkupError, answer_names, check_parts, exercises, parameters_cell, setup_cells, source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,10 +34,10 @@ def default_out(seed: int) -> Path:
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
-    """The chapter notebooks of the table of contents, in order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files = [c["file"] for p in toc.get("parts", []) for c in p.get("chapters", [])]
-    return [root / f"{f}.ipynb" for f in files if Path(f).name.startswith("ch") and (root / f"{f}.ipynb").exists()]
+    """The chapter notebooks of the table of contents, in order (the book's one reader of ``_toc.yml``)."""
+    from scripts.toc import chapters as toc_chapters
+
+    return toc_chapters(root)
 
 
 def _commit(root: Path) -> str:
@@ -63,8 +62,10 @@ def _note(edition: str, seed: int, ids: list[str]):
     if edition == "student":
         text = (
             "**Coursework, student edition.** Each graded exercise has a starting cell to complete and, below "
-            "it, a check cell: run the check to see whether your answer passes and, if not, what was checked "
-            f"and what came out. Exercises: {', '.join(ids)}."
+            "it, a check cell: run the check to see whether your answer passes and, if not, which part is not "
+            "right yet, with a hint (it never shows the answer). The grader runs its own copy of the checks. "
+            "`VARIANT` (near the top) fixes the constants the exercises draw with `grading.pick`: leave it as "
+            f"it is. Exercises: {', '.join(ids)}."
         )
     else:
         text = f"**Coursework, instructor edition** (with solutions). Exercises: {', '.join(ids)}."
@@ -102,11 +103,45 @@ def build_notebook(path: Path, seed: int):
         out.cells = kept
         out.metadata["coursework"] = {"chapter": path.stem, "edition": edition, "variant": seed, "exercises": ids}
         editions[edition] = out
-    manifest = {
-        "file": path.name,
-        "exercises": [{"id": e.id, "check": source(cells[e.check])} for e in exs],
-    }
+    # the grader runs these itself, in order: the parameters cell (with this variant) and the chapter cells the
+    # exercises read names from (markup.setup_cells)
+    keep = sorted({p, *setup_cells(cells, exs, p)})
+    setup = [
+        re.sub(r"^VARIANT\s*=\s*-?\d+\s*$", f"VARIANT = {seed}", source(cells[i]), flags=re.M) if i == p else source(cells[i])
+        for i in keep
+    ]
+    entries = []
+    for e in exs:
+        answers = answer_names(cells, e)
+        if not answers:
+            raise MarkupError(f"exercise {e.id!r}: its starting cell and solution bind no common name (the answer); "
+                              "name it in the starting cell's metadata \"answers\"")
+        parts = check_parts(source(cells[e.check]))
+        if not parts:
+            raise MarkupError(f"exercise {e.id!r}: its check calls no grading.expect* function")
+        entries.append({"id": e.id, "stub": source(cells[e.stub]), "answers": answers,
+                        "check": source(cells[e.check]), "parts": parts})
+    manifest = {"file": path.name, "setup": setup, "exercises": entries}
     return editions["student"], editions["instructor"], manifest
+
+
+def exercise_only(nb, student: bool = False):
+    """A chapter (master or instructor edition) cut down to its parameters cell, the cells its exercises
+    read names from, and the exercise cells; with ``student``, the solutions removed too. Graded, it
+    scores as the whole chapter would, in a fraction of the time (the tests grade the book this way)."""
+    cells = nb.cells
+    exs = exercises(cells)
+    p = parameters_cell(cells)
+    keep = {p, *setup_cells(cells, exs, p)}
+    for e in exs:
+        statement = next((i for i in range(e.stub - 1, -1, -1) if cells[i].get("cell_type") == "markdown"), None)
+        keep.update(i for i in (statement,) if i is not None)
+        keep.update([e.stub, e.check])
+        if not student:
+            keep.update(range(e.gate[0], e.gate[1] + 1))
+    out = copy.deepcopy(nb)
+    out.cells = [copy.deepcopy(c) for i, c in enumerate(cells) if i in keep]
+    return out
 
 
 def build(out: Path, seed: int = 0, root: Path = ROOT, notebooks: list[Path] | None = None) -> dict:

@@ -1,192 +1,286 @@
 """Grade submitted coursework notebooks offline.
 
-    python -m coursework.grade SUBMISSION [--grader _build/coursework/grader] [--report report.json]
+    python -m coursework.grade SUBMISSION [--grader _build/coursework/grader] [--out folder]
 
-SUBMISSION is a notebook or a folder of them. Each is executed in a fresh kernel, in an empty working
-folder that holds only the chapter's data, with a time limit per cell and per notebook. The checks that
-decide the score are the grader's own (from ``manifest.json``), inserted after each exercise's starting
-cell; whatever check cells a submission contains are ignored. For every exercise the grader prints
-``passed`` or ``FAILED`` with what was checked, what was expected and what came out, then a last line
-``score: P/M`` per notebook, and writes a JSON report. A broken submission (not JSON, a deleted
-exercise cell, an endless loop, an error, a flood of output, reading the coursework's files) fails the
-exercises it touches; the grader itself does not crash or hang, and other submissions are unaffected.
+SUBMISSION is one notebook, or a class folder holding one notebook or one folder of notebooks per student.
+Each submission runs in a sandboxed kernel of its own (``coursework/sandbox.py``: no network, no view of
+the grader's files, the instructor edition, the book's sources or other submissions; limits on memory,
+CPU time, processes and output). The kernel only executes the student's cells and sends back the values
+of each exercise's answer names; the verdicts are computed here, in the grader's process, by the check
+cells of the grader's manifest, run on that data (functions the student wrote are called in the
+sandbox, on inputs chosen here, and their results compared here). Each ``grading.expect*`` call of a
+check is one part: an exercise scores the share of its parts that pass.
+
+Writes, in ``--out``: ``class.csv`` (student, exercise, points), ``report.json`` (every student), and per
+student ``<student>/report.json`` and ``<student>/results.json`` (the format of Gradescope's
+autograder). Grading the same submission twice gives the same per-student files, byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import csv
+import io
 import json
-import os
+import queue
+import random
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 
+from . import wire
 from .markup import CHECK, PARAMS, STUB, exercise_id, source, tags
+from .sandbox import Kernel, KernelDied, Limits, SandboxUnavailable, check as check_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT = 300  # seconds per cell: the book's slowest cell (training in chapter 6) takes about a minute
 NOTEBOOK_TIMEOUT = 900  # seconds per notebook
 OUTPUT_LIMIT = 100_000  # characters of output per cell
-# A submission may not read the coursework's own files (the instructor edition, the grader's manifest,
-# any notebook): answers must be the student's.
-_READS_COURSEWORK = re.compile(r"instructor|manifest\.json|exercise-solution|\.ipynb\b|coursework/grader")
-_PRELUDE = "import importlib as _cw_importlib, ddpm.grading as grading\ngrading = _cw_importlib.reload(grading)\n"
+UID_BASE = 61000  # the kernels' unprivileged users: one per grading slot
+_TRUSTED = threading.Lock()  # the checks share the grader's global generators: one check at a time
 
 
-def _fail(message: str) -> dict:
-    return {"passed": False, "message": message}
+class StudentError(RuntimeError):
+    """The student's function raised (in the sandbox)."""
 
 
-def prepare(nb, manifest_entry: dict, variant: int):
-    """The notebook to execute and, per exercise, a result decided before execution (or None).
+class StudentFunction:
+    """A function of the submission: calling it sends the arguments (data, or callbacks to this
+    process's functions) to the sandbox and decodes what it returns as plain data."""
 
-    Returns (notebook, {id: check cell index in the prepared notebook}, {id: [student cell indices]},
-    {id: early failure message}).
-    """
-    ids = [e["id"] for e in manifest_entry["exercises"]]
-    checks = {e["id"]: e["check"] for e in manifest_entry["exercises"]}
-    cells = [c for c in nb.cells if CHECK not in tags(c) and "coursework-note" not in tags(c)]
-    # the variant is the grader's, whatever the submission says
-    params = [c for c in cells if PARAMS in tags(c)]
-    if params:
-        for c in params:
-            c["source"] = re.sub(r"^VARIANT\s*=.*$", f"VARIANT = {variant}", source(c), flags=re.M)
-    else:
-        cells.insert(0, nbformat.v4.new_code_cell(f"VARIANT = {variant}", metadata={"tags": [PARAMS]}))
+    def __init__(self, kernel: Kernel, name: str, timeout: float):
+        self.kernel, self.__name__, self.timeout = kernel, name, timeout
+
+    def __call__(self, *args, **kwargs):
+        def callables(x):
+            if callable(x):
+                k = f"cb{len(self.kernel.callbacks)}"
+                self.kernel.callbacks[k] = x
+                return {"cb": k}
+            return None
+
+        _, reply = self.kernel.request(
+            "call", self.timeout + 5, name=self.__name__, timeout=self.timeout,
+            args=wire.encode(list(args), callables), kwargs=wire.encode(kwargs, callables),
+        )
+        if "error" in reply:
+            err = reply["error"] if isinstance(reply["error"], dict) else {}
+            raise StudentError(f"{str(err.get('ename', 'Error'))[:60]}: {str(err.get('evalue', ''))[:300]}")
+        return _decode_answer(self.kernel, reply.get("value"), self.timeout)
+
+    def __repr__(self):
+        return f"<your function {self.__name__}>"
+
+
+def _decode_answer(kernel: Kernel, value, timeout: float):
+    def refs(d):
+        (kind, v), = d.items()
+        if kind == "callable" and isinstance(v, str):
+            return StudentFunction(kernel, v, timeout)
+        return wire.Opaque(str(v)[:100])
+
+    try:
+        return wire.decode(value, refs)
+    except wire.WireError as e:
+        return wire.Opaque(f"unreadable answer: {e}")
+
+
+def _fail(eid: str, message: str, parts: int = 1) -> dict:
+    return {"id": eid, "points": 0.0, "max_points": 1, "passed": False, "parts_passed": 0, "parts": parts, "message": message}
+
+
+def _spans(cells, ids):
+    """{id: (index of its starting cell, index where its check goes)} for the exercises present."""
     stub_at = {}
     for i, c in enumerate(cells):
-        if STUB in tags(c) and exercise_id(c) in checks and exercise_id(c) not in stub_at:
+        if STUB in tags(c) and exercise_id(c) in ids and exercise_id(c) not in stub_at:
             stub_at[exercise_id(c)] = i
-    early: dict[str, str] = {}
-    for eid in ids:
-        if eid not in stub_at:
-            early[eid] = (
-                f"the starting cell of {eid} is missing (deleted, or its cell metadata was lost): "
-                "put your answer back into that cell of a fresh student edition"
-            )
-    # each check goes after its starting cell and the student's own cells below it, before the next exercise
     present = sorted(stub_at.items(), key=lambda kv: kv[1])
-    insert_after = {}
+    spans = {}
     for k, (eid, i) in enumerate(present):
         nxt = present[k + 1][1] if k + 1 < len(present) else len(cells)
-        # back up over markdown (the next exercise's statement) so the check sits right under the answer
         j = nxt
         while j - 1 > i and cells[j - 1].get("cell_type") == "markdown":
-            j -= 1
-        insert_after[eid] = (i, j)
-    owned: dict[str, list[int]] = {}
-    out, check_at = [], {}
-    boundaries = {end: eid for eid, (start, end) in insert_after.items()}
-    spans = {eid: range(start, end) for eid, (start, end) in insert_after.items()}
-    for i, c in enumerate(cells + [None]):
-        if i in boundaries:
-            eid = boundaries[i]
-            check_at[eid] = len(out)
-            out.append(nbformat.v4.new_code_cell(_PRELUDE + checks[eid], metadata={"tags": [CHECK], "exercise": eid}))
-        if c is None:
-            break
-        for eid, span in spans.items():
-            if i in span and c.get("cell_type") == "code":
-                owned.setdefault(eid, []).append(len(out))
-                if _READS_COURSEWORK.search(source(c)) and eid not in early:
-                    early[eid] = "your code reads the coursework's own files (a notebook, the instructor edition or the grader); answers must be your own"
-        out.append(c)
-    prepared = copy.deepcopy(nb)
-    prepared.cells = out
-    return prepared, check_at, owned, early
+            j -= 1  # the check sits right under the answer, before the next exercise's statement
+        spans[eid] = (i, j)
+    return spans
 
 
-def _rows(results: Path) -> list[dict]:
-    """The rows the child process streamed so far (a line cut by a kill is skipped)."""
-    out = []
-    for line in results.read_text().splitlines() if results.exists() else []:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+def prepare(nb, entry: dict, variant: int):
+    """The submission's cells to run (check cells dropped, the variant set by the grader) and where
+    each exercise's check goes: ``(cells, {id: (start, end)})``."""
+    ids = [e["id"] for e in entry["exercises"]]
+    cells = [c for c in nb.cells if isinstance(c, dict) and CHECK not in tags(c) and "coursework-note" not in tags(c)]
+    for c in cells:
+        if PARAMS in tags(c):
+            c["source"] = re.sub(r"^VARIANT\s*=.*$", f"VARIANT = {variant}", source(c), flags=re.M)
+    if not any(PARAMS in tags(c) for c in cells):
+        cells.insert(0, nbformat.v4.new_code_cell(f"VARIANT = {variant}", metadata={"tags": [PARAMS]}))
+    return cells, _spans(cells, set(ids))
 
 
-def _kill(proc: subprocess.Popen, results: Path) -> None:
-    pids = [int(r["kernel_pid"]) for r in _rows(results) if r.get("kernel_pid")]
+def _noop(*args, **kwargs):
+    return None
+
+
+_SETUPS: dict = {}
+
+
+def torch_seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    import torch
+
+    torch.set_default_dtype(dtype)
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    for pid in [proc.pid] + pids:
-        for kill in (lambda p: os.killpg(p, signal.SIGKILL), lambda p: os.kill(p, signal.SIGKILL)):
+        yield
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def _quiet_ipython() -> None:
+    """Some chapter cells start an IPython shell when run here: make it now, in this thread, without a
+    history database (else its exit hook fails from another thread)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    if not InteractiveShell.initialized():
+        c = Config()
+        c.HistoryManager.enabled = False
+        InteractiveShell.instance(config=c)
+
+
+def _close_figures() -> None:
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+class Trusted:
+    """The grader's side of one chapter: the setup cells of the manifest, run here; then, per exercise,
+    the starting cell of the manifest, the student's answers from the sandbox, and the check."""
+
+    def __init__(self, entry: dict, variant: int):
+        import torch
+
+        self.entry, self.variant = entry, variant
+        key = (json.dumps(entry.get("setup", [])), variant)
+        with _TRUSTED:
+            base = _SETUPS.get(key)
+        if base is None:
+            base = {"__name__": "__coursework_check__"}
+            error = None
+            with self._quiet():
+                torch_seed(0)
+                try:
+                    for k, src in enumerate(entry.get("setup", [])):
+                        exec(compile(src, f"<setup {k}>", "exec"), base)
+                except Exception as e:  # the course's own cells failed: say so, grade nothing
+                    error = f"the grader's setup cells failed: {type(e).__name__}: {e}"
+                _close_figures()
+                base["__dtype__"] = torch.get_default_dtype()  # a chapter may set it: the checks get it back
+                torch.set_default_dtype(torch.float32)
+            base["__error__"] = error
+            with _TRUSTED:
+                _SETUPS[key] = base
+        self.ns = dict(base)  # each submission its own names; the setup is run once per chapter and variant
+        self.error = self.ns.pop("__error__")
+        self.dtype = self.ns.pop("__dtype__")
+        self.ns["VARIANT"] = variant
+        for name in ("glue", "show", "display"):
+            self.ns[name] = _noop
+
+    @contextlib.contextmanager
+    def _quiet(self):
+        with _TRUSTED, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+    def grade(self, ex: dict, kernel: Kernel, timeout: float) -> dict:
+        from ddpm import grading
+
+        eid, nparts = ex["id"], len(ex["parts"])
+        if self.error:
+            return _fail(eid, self.error, nparts)
+        _, reply = kernel.request("get", timeout + 5, names=ex["answers"])
+        values = reply.get("values") if isinstance(reply.get("values"), dict) else {}
+        filename = f"<check {eid}>"
+        with self._quiet(), _default_dtype(self.dtype):
+            torch_seed(grading.exercise_seed(eid, self.variant))
             try:
-                kill(pid)
-            except (ProcessLookupError, PermissionError, OSError):
-                pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+                exec(compile(ex["stub"], f"<stub {eid}>", "exec"), self.ns)
+            except Exception as e:
+                return _fail(eid, f"the grader's starting cell failed: {type(e).__name__}: {e}", nparts)
+            missing = []
+            for name in ex["answers"]:
+                v = values.get(name)
+                if isinstance(v, dict) and v.get("missing") is True:
+                    missing.append(name)
+                    self.ns[name] = None
+                else:
+                    self.ns[name] = _decode_answer(kernel, v, timeout)
+            with grading.recording(filename) as rec:
+                try:
+                    exec(compile(ex["check"], filename, "exec"), self.ns)
+                except KernelDied:
+                    raise
+                except Exception as e:  # outside the exercise's `with` block
+                    rec.stopped = f"your answer broke the check: {type(e).__name__}: {str(e)[:300]}"
+            _close_figures()
+        return _score(eid, ex["parts"], rec, missing)
 
 
-def execute(prepared, grader_dir: Path, cell_timeout: int, notebook_timeout: int, output_limit: int) -> tuple[dict, str | None, float]:
-    """Run the prepared notebook in a child process; return ({cell index: summary}, fatal message, seconds)."""
-    with tempfile.TemporaryDirectory(prefix="coursework-") as tmp:
-        tmp = Path(tmp)
-        work = tmp / "work"
-        work.mkdir()
-        if (grader_dir / "data").is_dir():
-            shutil.copytree(grader_dir / "data", work / "data")
-        nb_path, results = tmp / "submission.ipynb", tmp / "results.jsonl"
-        nbformat.write(prepared, nb_path)
-        env = dict(os.environ, PYTHONHASHSEED="0", HOME=str(tmp), MPLBACKEND="Agg", PYTHONPATH=os.environ.get("PYTHONPATH", ""))
-        env.setdefault("OMP_NUM_THREADS", "1")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "coursework._run", str(nb_path), str(results), str(work), str(cell_timeout), str(output_limit)],
-            cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        )
-        fatal = None
-        try:
-            _, err = proc.communicate(timeout=notebook_timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc, results)
-            fatal = f"the notebook ran past its {notebook_timeout} s limit"
-        seconds = time.perf_counter() - t0
-        rows, done = {}, False
-        for row in _rows(results):
-            if "cell" in row:
-                rows[row["cell"]] = row
-            elif "fatal" in row and fatal is None:
-                fatal = f"the kernel stopped: {row['fatal']}"
-            elif row.get("done"):
-                done = True
-        if fatal is None and not done:
-            fatal = "the kernel stopped before the end of the notebook"
-        return rows, fatal, seconds
+def _score(eid: str, parts: list, rec, missing: list) -> dict:
+    status = {k: None for k in range(len(parts))}  # None: not reached
+    messages = []
+    for line, ok, msg in rec.parts:
+        site = next((k for k, (a, b) in enumerate(parts) if line is not None and a <= line <= b), None)
+        if site is None:
+            continue
+        status[site] = ok if status[site] is None else (status[site] and ok)
+        if not ok and msg not in messages:
+            messages.append(msg)
+    passed = sum(1 for v in status.values() if v)
+    if rec.stopped:
+        messages.append(rec.stopped)
+    if missing:
+        messages.insert(0, f"your notebook does not define {', '.join(missing)}")
+    ok = passed == len(parts) and not rec.stopped
+    return {"id": eid, "points": round(passed / len(parts), 4), "max_points": 1, "passed": ok,
+            "parts_passed": passed, "parts": len(parts), "message": "passed" if ok else "; ".join(messages)[:2000] or "not passed"}
 
 
 def _chapter_of(path: Path, nb, manifest: dict) -> str | None:
     chapters = manifest["chapters"]
-    meta = (nb.metadata.get("coursework") or {}).get("chapter") if nb is not None else None
-    if meta in chapters:
+    meta = None
+    if nb is not None:
+        cw = nb.metadata.get("coursework") if isinstance(nb.get("metadata"), dict) else None
+        meta = cw.get("chapter") if isinstance(cw, dict) else None
+    if isinstance(meta, str) and meta in chapters:
         return meta
     if path.stem in chapters:
         return path.stem
-    by_file = {v["file"]: k for k, v in chapters.items()}
-    return by_file.get(path.name)
+    return {v["file"]: k for k, v in chapters.items()}.get(path.name)
 
 
 def grade_notebook(path: Path, manifest: dict, grader_dir: Path, cell_timeout: int = CELL_TIMEOUT,
-                   notebook_timeout: int = NOTEBOOK_TIMEOUT, output_limit: int = OUTPUT_LIMIT) -> dict:
+                   notebook_timeout: int = NOTEBOOK_TIMEOUT, output_limit: int = OUTPUT_LIMIT,
+                   uid: int = UID_BASE, limits: Limits | None = None) -> dict:
     """Grade one submitted notebook; never raises for a bad submission."""
-    report = {"notebook": str(path), "chapter": None, "score": 0, "max": 0, "exercises": [], "errors": [], "seconds": 0.0}
+    report = {"notebook": path.name, "chapter": None, "score": 0.0, "max": 0, "exercises": [], "errors": []}
     nb, problem = None, None
     try:
         nb = nbformat.reads(path.read_text(encoding="utf-8", errors="replace"), as_version=4)
@@ -202,59 +296,97 @@ def grade_notebook(path: Path, manifest: dict, grader_dir: Path, cell_timeout: i
         report["errors"].append(problem or f"not a notebook of this coursework (its metadata and name match none of: {known})")
         return report
     entry = manifest["chapters"][chapter]
-    ids = [e["id"] for e in entry["exercises"]]
-    report.update(chapter=chapter, max=len(ids))
+    exs = entry["exercises"]
+    report.update(chapter=chapter, max=len(exs))
     if nb is None:
         report["errors"].append(problem)
-        report["exercises"] = [{"id": e, **_fail(f"not graded: the file is {problem}")} for e in ids]
+        report["exercises"] = [_fail(e["id"], f"not graded: the file is {problem}", len(e["parts"])) for e in exs]
         return report
     try:
-        prepared, check_at, owned, early = prepare(nb, entry, manifest["variant"])
+        cells, spans = prepare(nb, entry, manifest["variant"])
     except Exception as e:  # a structurally odd notebook: fail its exercises, never the grader
-        report["errors"].append(f"could not prepare the notebook: {type(e).__name__}: {e}")
-        report["exercises"] = [{"id": e_, **_fail("not graded: the notebook's cells could not be read")} for e_ in ids]
+        report["errors"].append(f"could not read the notebook's cells: {type(e).__name__}")
+        report["exercises"] = [_fail(e_["id"], "not graded: the notebook's cells could not be read", len(e_["parts"])) for e_ in exs]
         return report
-    rows, fatal, seconds = execute(prepared, grader_dir, cell_timeout, notebook_timeout, output_limit)
-    report["seconds"] = round(seconds, 1)
-    if fatal:
-        report["errors"].append(fatal)
-    results = []
-    for eid in ids:
-        if eid in early:
-            results.append({"id": eid, **_fail(early[eid])})
-            continue
-        mine = [rows.get(i) for i in owned.get(eid, [])]
-        big = [r for r in mine if r and r["over_limit"]]
-        crash = next((r["error"] for r in mine if r and r["error"]), None)
-        row = rows.get(check_at[eid])
-        if big:
-            results.append({"id": eid, **_fail(f"your code printed {big[0]['output_bytes']:,} characters; the limit is {output_limit:,} per cell")})
-            continue
-        if row is None:
-            results.append({"id": eid, **_fail(f"its check was not reached: {fatal or 'execution stopped'}")})
-            continue
-        if row["error"] is None and f"{eid}: passed" in row["stdout"]:
-            results.append({"id": eid, "passed": True, "message": "passed"})
-            continue
-        if row["error"] is not None:
-            msg = row["error"]["evalue"] if row["error"]["ename"] == "ExerciseFailed" else f"{row['error']['ename']}: {row['error']['evalue']}"
-            msg = re.sub(rf"^{re.escape(eid)}: failed: ", "", msg)
+    results = {}
+    for e in exs:
+        if e["id"] not in spans:
+            results[e["id"]] = _fail(e["id"], f"the starting cell of {e['id']} is missing (deleted, or its cell metadata was "
+                                     "lost): put your answer back into that cell of a fresh student edition", len(e["parts"]))
+    checks_at = {end: eid for eid, (start, end) in spans.items()}
+    owner = {i: eid for eid, (start, end) in spans.items() for i in range(start, end)}
+    by_id = {e["id"]: e for e in exs}
+    trusted = Trusted(entry, manifest["variant"])
+    limits = limits or Limits(output_bytes=output_limit, cpu_seconds=notebook_timeout + 60)
+    notes: dict[str, str] = {}  # per exercise: what its cells did (raised, printed too much)
+    kernel = Kernel(uid, grader_dir / "data", limits)
+    deadline = time.monotonic() + notebook_timeout
+    stopped = None
+    try:
+        for i, c in enumerate(cells + [None]):
+            if i in checks_at:
+                eid = checks_at[i]
+                if eid not in results:
+                    if eid in notes and notes[eid].startswith("your code printed"):
+                        results[eid] = _fail(eid, notes[eid], len(by_id[eid]["parts"]))
+                    else:
+                        r = trusted.grade(by_id[eid], kernel, min(cell_timeout, max(1.0, deadline - time.monotonic())))
+                        if not r["passed"] and eid in notes:
+                            r["message"] += f" ({notes[eid]})"
+                        results[eid] = r
+            if c is None:
+                break
+            if c.get("cell_type") != "code":
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KernelDied("timeout")
+            printed, reply = kernel.request("run", min(cell_timeout + 10, left), code=source(c), timeout=min(cell_timeout, left))
+            eid = owner.get(i)
+            if eid is None:
+                continue
+            if printed > output_limit and eid not in notes:
+                notes[eid] = f"your code printed {printed:,} characters; the limit is {output_limit:,} per cell"
+            err = reply.get("error")
+            if isinstance(err, dict) and eid not in notes:
+                if err.get("ename") in ("_Timeout", "KeyboardInterrupt"):
+                    notes[eid] = f"your starting cell was stopped after the {cell_timeout} s limit per cell"
+                else:
+                    notes[eid] = f"your starting cell raised {str(err.get('ename'))[:60]}: {str(err.get('evalue'))[:200]}"
+    except KernelDied as e:
+        if kernel.dead == "timeout" or str(e) == "timeout":
+            stopped = f"the notebook ran past its time limit ({notebook_timeout} s per notebook, {cell_timeout} s per cell) and was stopped"
         else:
-            msg = "the check did not report a pass"
-        if crash is not None:
-            if crash["ename"] == "KeyboardInterrupt":
-                msg += f" (your starting cell was stopped after the {cell_timeout} s limit per cell)"
-            else:
-                msg += f" (your starting cell raised {crash['ename']}: {crash['evalue'][:200]})"
-        results.append({"id": eid, **_fail(msg)})
-    report["exercises"] = results
-    report["score"] = sum(r["passed"] for r in results)
+            stopped = f"the kernel stopped ({e}): a limit of the sandbox (memory, processes, CPU time) or an exit"
+        report["errors"].append(stopped)
+    finally:
+        kernel.close()
+    report["exercises"] = [results.get(e["id"]) or _fail(e["id"], f"its check was not reached: {stopped or 'execution stopped'}", len(e["parts"])) for e in exs]
+    report["score"] = round(sum(r["points"] for r in report["exercises"]), 4)
     return report
 
 
+def students(path: Path) -> list[tuple[str, list[Path]]]:
+    """(student, notebooks): one notebook or one folder per student; a single notebook is one student."""
+    if path.is_file():
+        return [(path.stem, [path])]
+    out = []
+    for p in sorted(path.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.suffix == ".ipynb":
+            out.append((p.stem, [p]))
+        elif p.is_dir():
+            nbs = sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+            if nbs:
+                out.append((p.name, nbs))
+    return out
+
+
 def submissions(path: Path) -> list[Path]:
+    """Every notebook under ``path`` (or ``path`` itself)."""
     if path.is_dir():
-        return sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        return sorted(q for q in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
     return [path]
 
 
@@ -265,62 +397,129 @@ def load_manifest(grader_dir: Path) -> dict:
     return json.loads(f.read_text())
 
 
+def gradescope(student_report: dict) -> dict:
+    """Gradescope's autograder ``results.json``: ``score`` and one test per exercise."""
+    tests = []
+    for nb in student_report["notebooks"]:
+        for e in nb["exercises"]:
+            tests.append({"name": f"{nb['chapter'] or nb['notebook']}: {e['id']}", "score": e["points"], "max_score": e["max_points"],
+                          "output": e["message"] if e["passed"] else f"{e['parts_passed']}/{e['parts']} parts: {e['message']}"})
+        for err in nb["errors"]:
+            if not nb["exercises"]:
+                tests.append({"name": nb["notebook"], "score": 0, "max_score": 0, "output": err})
+    return {"score": round(sum(t["score"] for t in tests), 4), "tests": tests}
+
+
 def format_report(r: dict) -> str:
     lines = [f"== {r['notebook']}" + (f" ({r['chapter']})" if r["chapter"] else "")]
     lines += [f"  note: {e}" for e in r["errors"]]
     width = max([len(e["id"]) for e in r["exercises"]] + [8])
     for e in r["exercises"]:
-        lines.append(f"  {e['id']:<{width}}  passed" if e["passed"] else f"  {e['id']:<{width}}  FAILED: {e['message']}")
-    lines.append(f"score: {r['score']}/{r['max']}")
+        lines.append(f"  {e['id']:<{width}}  passed" if e["passed"] else
+                     f"  {e['id']:<{width}}  FAILED ({e['parts_passed']}/{e['parts']} parts): {e['message']}")
+    lines.append(f"score: {r['score']:g}/{r['max']}")
     return "\n".join(lines)
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m coursework.grade", description=__doc__.splitlines()[0])
-    ap.add_argument("submission", help="a notebook or a folder of notebooks")
+    ap.add_argument("submission", help="a notebook, or a class folder (one notebook or folder per student)")
     ap.add_argument("--grader", default=str(ROOT / "_build" / "coursework" / "grader"), help="the grader folder made by 'make coursework'")
-    ap.add_argument("--report", default=None, help="JSON report path (default: grade-report.json beside the submission)")
+    ap.add_argument("--out", default=None, help="where the reports go (default: <submission>-grades beside it)")
+    ap.add_argument("--report", default=None, help="the class JSON report (default: OUT/report.json)")
     ap.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default {CELL_TIMEOUT})")
     ap.add_argument("--notebook-timeout", type=int, default=NOTEBOOK_TIMEOUT, help=f"seconds per notebook (default {NOTEBOOK_TIMEOUT})")
     ap.add_argument("--output-limit", type=int, default=OUTPUT_LIMIT, help=f"characters of output per cell (default {OUTPUT_LIMIT})")
-    ap.add_argument("--jobs", type=int, default=1, help="notebooks graded at once (default 1)")
+    ap.add_argument("--memory", type=int, default=6144, help="MiB of address space per kernel (default 6144)")
+    ap.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
+    ap.add_argument("--student", default=None, help="grade SUBMISSION as the work of one student of this name (Gradescope)")
     args = ap.parse_args(argv)
-    for name in ("cell_timeout", "notebook_timeout", "output_limit", "jobs"):
+    for name in ("cell_timeout", "notebook_timeout", "output_limit", "jobs", "memory"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             return 2
     sub = Path(args.submission)
     if not sub.exists():
-        print(f"error: submission {sub} does not exist (give a notebook or a folder of notebooks)", file=sys.stderr)
+        print(f"error: submission {sub} does not exist (give a notebook or a class folder)", file=sys.stderr)
         return 2
     try:
         manifest = load_manifest(Path(args.grader))
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    files = submissions(sub)
-    if not files:
+    if args.student is not None and not re.fullmatch(r"[\w.-]{1,100}", args.student):
+        print(f"error: --student must be letters, digits, '.', '_' or '-', got {args.student!r}", file=sys.stderr)
+        return 2
+    class_ = students(sub) if args.student is None else [(args.student, submissions(sub) if sub.is_dir() else [sub])]
+    class_ = [(name, nbs) for name, nbs in class_ if nbs]
+    if not class_:
         print(f"error: no .ipynb files in {sub}", file=sys.stderr)
         return 2
-
-    def one(p: Path) -> dict:
-        try:
-            return grade_notebook(p, manifest, Path(args.grader), args.cell_timeout, args.notebook_timeout, args.output_limit)
-        except Exception as e:  # the last guard: one submission never stops the others
-            return {"notebook": str(p), "chapter": None, "score": 0, "max": 0, "exercises": [], "errors": [f"grader error: {type(e).__name__}: {e}"], "seconds": 0.0}
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        reports = list(pool.map(one, files))
-    for r in reports:
-        print(format_report(r), flush=True)
-    dest = Path(args.report) if args.report else (sub if sub.is_dir() else sub.parent) / "grade-report.json"
-    payload = {"variant": manifest["variant"], "commit": manifest.get("commit"), "limits": {"cell_seconds": args.cell_timeout, "notebook_seconds": args.notebook_timeout, "output_characters": args.output_limit}, "notebooks": reports}
     try:
-        dest.write_text(json.dumps(payload, indent=1) + "\n")
+        check_sandbox(UID_BASE)
+    except SandboxUnavailable as e:
+        print(f"error: refusing to grade: {e}", file=sys.stderr)
+        return 3
+    _quiet_ipython()
+    out = Path(args.out) if args.out else sub.resolve().parent / f"{sub.stem}-grades"
+    limits = Limits(memory_bytes=args.memory * 2**20, output_bytes=args.output_limit, cpu_seconds=args.notebook_timeout + 60)
+    uids: queue.Queue = queue.Queue()
+    for k in range(args.jobs):
+        uids.put(UID_BASE + 1 + k)
+
+    def one(item) -> dict:
+        name, nbs = item
+        uid = uids.get()
+        try:
+            reports = []
+            for p in nbs:
+                try:
+                    r = grade_notebook(p, manifest, Path(args.grader), args.cell_timeout, args.notebook_timeout,
+                                       args.output_limit, uid=uid, limits=copy.copy(limits))
+                except Exception as e:  # the last guard: one submission never stops the others
+                    r = {"notebook": p.name, "chapter": None, "score": 0.0, "max": 0, "exercises": [], "errors": [f"grader error: {type(e).__name__}: {e}"]}
+                r["path"] = str(p.relative_to(sub)) if sub.is_dir() else p.name
+                reports.append(r)
+            return {"student": name, "variant": manifest["variant"], "score": round(sum(r["score"] for r in reports), 4),
+                    "max": sum(r["max"] for r in reports), "notebooks": reports}
+        finally:
+            uids.put(uid)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        reports = list(pool.map(one, class_))
+    seconds = round(time.perf_counter() - t0, 1)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for r in reports:
+            d = out / re.sub(r"[^\w.-]", "_", r["student"])
+            d.mkdir(exist_ok=True)
+            (d / "report.json").write_text(_dump(r))
+            (d / "results.json").write_text(_dump(gradescope(r)))
+            for nb in r["notebooks"]:
+                for e in nb["exercises"]:
+                    rows.append([r["student"], e["id"], e["points"], e["max_points"]])
+        with open(out / "class.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["student", "exercise", "points", "max_points"])
+            w.writerows(rows)
+        report = Path(args.report) if args.report else out / "report.json"
+        report.write_text(_dump({"variant": manifest["variant"], "commit": manifest.get("commit"), "seconds": seconds,
+                                 "limits": {"cell_seconds": args.cell_timeout, "notebook_seconds": args.notebook_timeout,
+                                            "output_characters": args.output_limit, "memory_mib": args.memory},
+                                 "students": reports}))
     except OSError as e:
-        print(f"error: cannot write the report {dest}: {e.strerror}", file=sys.stderr)
+        print(f"error: cannot write the reports in {out}: {e.strerror}", file=sys.stderr)
         return 2
-    print(f"report: {dest}")
+    for r in reports:
+        for nb in r["notebooks"]:
+            print(format_report(nb), flush=True)
+    print(f"reports: {out} (class.csv, report.json, <student>/results.json)")
     return 0
 
 

@@ -7,10 +7,12 @@ An exercise is a run of tagged cells that share the metadata ``"exercise": "<id>
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 
 STUB, SOLUTION, CHECK, PARAMS = "exercise-stub", "exercise-solution", "exercise-check", "coursework-parameters"
+SETUP = "exercise-setup"  # a cell of the chapter the grader runs itself to build the checks' context
 _SOL_START = re.compile(r"^\s*[:`]{3,}\s*\{solution-start\}", re.M)
 _SOL_END = re.compile(r"^\s*[:`]{3,}\s*\{solution-end\}", re.M)
 _VARIANT = re.compile(r"^VARIANT\s*=\s*-?\d+\s*$", re.M)
@@ -118,3 +120,124 @@ def exercises(cells) -> list[Exercise]:
         if not (ex.stub < ex.gate[0] and ex.gate[1] < ex.check):
             raise MarkupError(f"exercise {eid!r}: the order must be starting cell, solution dropdown, check")
     return [out[e] for e in order]
+
+
+def top_level_names(src: str) -> list[str]:
+    """The names a cell binds at top level (assignments, ``def``, ``class``, imports), in order."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return []
+    out: list[str] = []
+
+    def add(n):
+        if n not in out:
+            out.append(n)
+
+    def targets(t):
+        if isinstance(t, ast.Name):
+            add(t.id)
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            for e in t.elts:
+                targets(e)
+        elif isinstance(t, ast.Starred):
+            targets(t.value)
+
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                targets(t)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets(node.target)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                add((a.asname or a.name).split(".")[0])
+    return out
+
+
+def answer_names(cells, ex: Exercise) -> list[str]:
+    """The names an exercise's answer consists of: those its starting cell and its solution both bind
+    (or the starting cell's metadata ``"answers"``)."""
+    stub = cells[ex.stub]
+    given = stub.get("metadata", {}).get("answers")
+    if given:
+        return list(given)
+    solved = set()
+    for i in ex.solutions:
+        solved.update(top_level_names(source(cells[i])))
+    return [n for n in top_level_names(source(stub)) if n in solved]
+
+
+def check_parts(src: str) -> list[list[int]]:
+    """The parts of a check: its ``grading.expect*`` calls, as ``[first line, last line]``."""
+    out = []
+    for node in ast.walk(ast.parse(src)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("expect")
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "grading"):
+            out.append([node.lineno, node.end_lineno])
+    return sorted(out)
+
+
+def loaded_names(src: str) -> set[str]:
+    """The names a cell reads (anywhere in it)."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def stored_names(src: str) -> set[str]:
+    """Every name a cell binds anywhere (assignments, loop targets, arguments, definitions, imports)."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return set()
+    out = set(top_level_names(src))
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            out.add(n.id)
+        elif isinstance(n, ast.arg):
+            out.add(n.arg)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in n.names)
+    return out
+
+
+def setup_cells(cells, exs: list[Exercise], params: int) -> list[int]:
+    """The chapter cells the exercises need, found by their names: every code cell tagged ``exercise-setup``,
+    and, for each name an exercise's cells read but do not bind, the last other code cell before it that
+    binds it, and so on for what that cell reads. The grader runs these (and the parameters cell) itself to
+    build the checks' context; an exercise-only notebook is made of them and the exercise cells."""
+    import builtins
+
+    ex_cells = {params}
+    for e in exs:
+        ex_cells.update([e.stub, e.check, *e.solutions])
+    chosen = {i for i, c in enumerate(cells) if SETUP in tags(c) and c.get("cell_type") == "code"}
+    binds = {i: set(top_level_names(source(c))) for i, c in enumerate(cells) if c.get("cell_type") == "code"}
+    skip = set(dir(builtins)) | {"VARIANT"}
+    todo = []
+    for e in exs:
+        own = set()
+        for i in [e.stub, *e.solutions, e.check]:
+            own |= stored_names(source(cells[i]))
+        for i in [e.stub, *e.solutions, e.check]:
+            todo += [(n, e.stub) for n in loaded_names(source(cells[i])) - own - skip]
+    done = set()
+    while todo:
+        name, before = todo.pop()
+        if (name, before) in done:
+            continue
+        done.add((name, before))
+        # the last binding before `before`, outside the exercises (an earlier exercise's cell does not count)
+        k = next((i for i in range(before - 1, -1, -1) if i not in ex_cells and name in binds.get(i, ())), None)
+        if k is None or k in chosen:
+            continue
+        chosen.add(k)
+        todo += [(n, k) for n in loaded_names(source(cells[k])) - stored_names(source(cells[k])) - skip]
+    return sorted(chosen)

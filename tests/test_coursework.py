@@ -1,22 +1,28 @@
-"""The coursework: editions built from the chapter notebooks, and a grader whose checks bite.
+"""The coursework: editions built from the chapter notebooks, and a grader a class can trust.
 
-Two layers: a small chapter made here (fast; every kind of bad submission) and the book's own chapters
-(the instructor edition scores M/M, the untouched student edition 0/M, each erratum of the field put
-into an otherwise correct submission loses exactly its exercise, a variant's checks still hold)."""
+Two layers: a small chapter made here, graded once as a class folder holding every attack on the grader
+(each must leave the score where honest work puts it, and leave later submissions alone), and the book's
+own exercises, graded on notebooks made of the chapters' setup and exercise cells only (the instructor
+edition scores full marks, the untouched student edition 0, each erratum loses exactly its exercise)."""
 
 from __future__ import annotations
 
 import copy
+import csv
+import hashlib
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import nbformat
 import pytest
 
-from coursework.build import build, chapters
-from coursework.grade import grade_notebook, load_manifest
+from coursework.build import build, chapters, exercise_only
+from coursework.grade import load_manifest
 from ddpm.grading import pick
 from coursework.markup import CHECK, SOLUTION, STUB, MarkupError, exercises
 
@@ -42,7 +48,8 @@ def toy_chapter(path: Path) -> Path:
         nbformat.v4.new_code_cell("VARIANT = 0", metadata={"tags": ["coursework-parameters"]}),
         nbformat.v4.new_code_cell(
             "import torch, sympy as sp, ddpm\nfrom ddpm import grading\n"
-            "T = grading.pick(VARIANT, 'toy-T', [1000, 500, 200, 100])\nsched = ddpm.Schedule.linear(T=T)"
+            "T = grading.pick(VARIANT, 'toy-T', [1000, 500, 200, 100])\nsched = ddpm.Schedule.linear(T=T)",
+            metadata={"tags": ["exercise-setup"]},
         ),
     ]
     nb.cells += _exercise(
@@ -60,9 +67,19 @@ def toy_chapter(path: Path) -> Path:
         "with grading.exercise('toy-fn'):\n    grading.expect_same_function(my_snr, lambda a: a / (1 - a), "
         "lambda g: (torch.rand(5, generator=g) * 0.9 + 0.05,), what='my_snr')",
     )
+    nb.cells += _exercise(
+        "toy-two", "abar_1 = None\nsnr_1 = None", "abar_1 = float(sched.alpha_bars[1])\nsnr_1 = float(sched.snr[1])",
+        "with grading.exercise('toy-two'):\n"
+        "    grading.expect_close(abar_1, float(1 - sched.betas[1]), what='abar_1')\n"
+        "    grading.expect_close(snr_1, float((1 - sched.betas[1]) / sched.betas[1]), what='snr_1')",
+    )
     nb.cells.append(nbformat.v4.new_markdown_cell("The end."))
     nbformat.write(nb, path)
     return path
+
+
+
+IDS = ["toy-num", "toy-sym", "toy-fn", "toy-two"]
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +91,31 @@ def toy(tmp_path_factory):
     return root, out, load_manifest(out / "grader")
 
 
-def _grade(path, out, **kw):
-    kw.setdefault("cell_timeout", 60)
-    kw.setdefault("notebook_timeout", 240)
-    return grade_notebook(Path(path), load_manifest(out / "grader"), out / "grader", **kw)
-
-
 def _solution(nb, eid):
     return next(c for c in nb.cells if c.metadata.get("exercise") == eid and SOLUTION in c.metadata.get("tags", []))
+
+
+def _stub(nb, eid):
+    return next(c for c in nb.cells if c.metadata.get("exercise") == eid and STUB in c.metadata.get("tags", []))
+
+
+def _grade_folder(folder: Path, grader: Path, out: Path, *extra, jobs: int = 2, timeout: int = 600):
+    proc = subprocess.run(
+        [sys.executable, "-m", "coursework.grade", str(folder), "--grader", str(grader), "--out", str(out), "--jobs", str(jobs), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc, {r["student"]: r for r in json.loads((out / "report.json").read_text())["students"]}
+
+
+def _tree_hash(*dirs: Path) -> str:
+    h = hashlib.sha256()
+    for d in dirs:
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                h.update(str(p).encode() + p.read_bytes())
+    return h.hexdigest()
 
 
 def test_editions(toy):
@@ -90,21 +124,391 @@ def test_editions(toy):
     instructor = nbformat.read(out / "instructor" / "ch9_toy.ipynb", as_version=4)
     assert not [c for c in student.cells if SOLUTION in c.metadata.get("tags", [])]
     assert not any("solution-start" in c.source or "Why it holds" in c.source for c in student.cells)
-    assert len([c for c in student.cells if CHECK in c.metadata.get("tags", [])]) == 3
-    assert [e.id for e in exercises(instructor.cells)] == ["toy-num", "toy-sym", "toy-fn"]
+    assert len([c for c in student.cells if CHECK in c.metadata.get("tags", [])]) == 4
+    assert [e.id for e in exercises(instructor.cells)] == IDS
     assert student.cells[-1].source == "The end."  # the rest of the chapter is intact
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
-    assert [e["id"] for e in manifest["chapters"]["ch9_toy"]["exercises"]] == ["toy-num", "toy-sym", "toy-fn"]
+    entries = manifest["chapters"]["ch9_toy"]["exercises"]
+    assert [e["id"] for e in entries] == IDS
+    assert {e["id"]: e["answers"] for e in entries} == {
+        "toy-num": ["abar_T"], "toy-sym": ["a", "expr"], "toy-fn": ["my_snr"], "toy-two": ["abar_1", "snr_1"]}
+    assert [len(e["parts"]) for e in entries] == [1, 1, 1, 2]
+    assert "sched = ddpm.Schedule.linear" in "".join(manifest["chapters"]["ch9_toy"]["setup"])
 
 
-def test_instructor_full_marks_student_zero(toy):
+def test_checks_print_no_answer(toy):
+    """What a student sees under a check: passed, or which part failed and a hint; never the answer."""
+    from ddpm import grading
+
+    with pytest.raises(grading.ExerciseFailed) as e:
+        with grading.exercise("x"):
+            grading.expect_close(0.25, 0.4864, what="the bits")
+    assert "0.4864" not in str(e.value) and "0.25" in str(e.value)
+    with pytest.raises(grading.ExerciseFailed) as e:
+        with grading.exercise("x"):
+            grading.expect_equal(3, 168, what="t")
+    assert "168" not in str(e.value)
+    import sympy as sp
+
+    a = sp.Symbol("a", positive=True)
+    with pytest.raises(grading.ExerciseFailed) as e:
+        with grading.exercise("x"):
+            grading.expect_sym_equal(a, sp.sqrt(a) * 7, what="e")
+    assert "sqrt" not in str(e.value) and "7" not in str(e.value).split("differs")[0]
+
+
+def test_checks_leave_global_generators_alone():
+    import torch
+    from ddpm import grading
+
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    VARIANT = 0  # noqa: F841 (read by grading.exercise from this frame)
+    with grading.exercise("x"):
+        grading.expect_same_function(lambda v: v, lambda v: v, lambda g: (torch.rand(3, generator=g),), what="id")
+    assert torch.equal(before, torch.get_rng_state())
+    assert grading.exercise_seed("ch3-q-sample", 0) == grading.exercise_seed("ch3-q-sample", 0) != grading.exercise_seed("ch3-q-sample", 1)
+
+
+def test_wire_rebuilds_sympy_without_eval():
+    import sympy as sp
+
+    from coursework.wire import WireError, parse_sympy
+
+    x = sp.Symbol("x", positive=True)
+    e = sp.exp(-x**2 / 2) / sp.sqrt(2 * sp.pi) + sp.Float(0.25) * sp.erf(x)
+    assert parse_sympy(sp.srepr(e)) == e
+    for bad in ("__import__('os').system('true')", "ImmutableMatrix(['1+1'])", "Symbol('x').__class__",
+                "Tuple('1+1')", "sympify('1')", "Float('1+1')", "Symbol('x', positive='a')"):
+        with pytest.raises(WireError):
+            parse_sympy(bad)
+
+
+def test_sandbox_refuses_without_bubblewrap(tmp_path, toy, monkeypatch):
     _, out, _ = toy
-    assert _grade(out / "instructor" / "ch9_toy.ipynb", out)["score"] == 3
-    r = _grade(out / "student" / "ch9_toy.ipynb", out)
-    assert (r["score"], r["max"]) == (0, 3)
-    msgs = {e["id"]: e["message"] for e in r["exercises"]}
-    assert "checked abar_T" in msgs["toy-num"] and "got nothing" in msgs["toy-num"]
-    assert "checked my_snr" in msgs["toy-fn"] and "expected" in msgs["toy-fn"]
+    env = dict(os.environ, PATH=str(tmp_path))  # no bwrap on PATH
+    (tmp_path / "s.ipynb").write_text("{}")
+    p = subprocess.run([sys.executable, "-m", "coursework.grade", str(tmp_path / "s.ipynb"), "--grader", str(out / "grader")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 3 and "refusing to grade" in p.stderr and "bubblewrap" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+# Each attack: (edition it starts from, {exercise: code put in its solution (or starting) cell}, expected points)
+# A student edition scores 0; an attack that worked would raise that.
+FORGE = r"""
+import json, os, sys
+for d in (".", "/tmp", "..", "/work"):
+    try:
+        with open(os.path.join(d, "results.jsonl"), "a") as f:
+            for i in range(60):
+                f.write(json.dumps({"cell": i, "stdout": "toy-num: passed toy-sym: passed toy-fn: passed", "error": None,
+                                    "output_bytes": 0, "over_limit": False}) + "\n")
+            f.write(json.dumps({"done": True}) + "\n")
+    except OSError:
+        pass
+for eid in ("toy-num", "toy-sym", "toy-fn", "toy-two"):
+    print(f"{eid}: passed")
+# forged answers in the kernel's own reply format, with a made-up nonce, and a verdict-shaped reply
+sys.stdout.write('\n\x1e' + '0' * 32 + ' {"values": {"abar_T": 0.5}}\n')
+sys.stdout.write('\n\x1e' + '0' * 32 + ' {"passed": true, "score": 4}\n')
+sys.stdout.flush()
+"""
+ATEXIT = r"""
+import atexit, os
+def forge():
+    for eid in ("toy-num", "toy-sym", "toy-fn", "toy-two"):
+        os.write(1, f"{eid}: passed\n".encode())
+    os.write(1, b'{"done": true}\n')
+atexit.register(forge)
+import sys
+sys.exit(0)
+"""
+PATCH = r"""
+import builtins, math, numpy as np, sympy as sp, torch, ddpm, ddpm.grading
+torch.prod = lambda *a, **k: torch.tensor(0.5)
+torch.allclose = lambda *a, **k: True
+torch.Tensor.__sub__ = lambda self, other: torch.zeros_like(self)
+sp.sympify = lambda e, *a, **k: sp.Integer(0)
+sp.simplify = lambda e, *a, **k: sp.Integer(0)
+np.allclose = lambda *a, **k: True
+for name in dir(ddpm.grading):
+    if name.startswith("expect"):
+        setattr(ddpm.grading, name, lambda *a, **k: None)
+ddpm.grading.exercise = lambda *a, **k: __import__("contextlib").nullcontext()
+ddpm.Schedule.linear = classmethod(lambda cls, *a, **k: None)
+T, VARIANT = 7, 0   # constants a variant changes come from the grader, not from here
+abar_T = 0.5
+"""
+REWRITE = r"""
+import os, glob
+payload = "def expect_close(*a, **k):\n    return None\n"
+targets = ["/opt/pkg/ddpm/grading.py", "/opt/cw/wire.py", "/opt/cw/_kernel.py", "%(root)s/ddpm/grading.py",
+           "%(root)s/coursework/grade.py", "%(grader)s/manifest.json"]
+targets += glob.glob("/usr/**/ddpm/grading.py", recursive=True) + glob.glob("/root/**/site-packages/ddpm/grading.py", recursive=True)
+import ddpm
+targets.append(ddpm.grading.__file__ if hasattr(ddpm, "grading") else "")
+for t in targets:
+    try:
+        with open(t, "a") as f:
+            f.write(payload)
+    except OSError:
+        pass
+abar_T = 0.5
+"""
+PID = r"""
+import json, os
+for d in (".", "/tmp", "/work", ".."):
+    try:
+        with open(os.path.join(d, "results.jsonl"), "a") as f:
+            f.write(json.dumps({"kernel_pid": %(pid)d}) + "\n")
+    except OSError:
+        pass
+print(json.dumps({"kernel_pid": %(pid)d}))
+for sig in (9, 15):
+    try:
+        os.kill(%(pid)d, sig)
+    except OSError:
+        pass
+"""
+READ = r"""
+import glob, os
+paths = ["%(inst)s", "%(manifest)s", "/proc/1/root%(inst)s", "/proc/self/root%(manifest)s", "../instructor/ch9_toy.ipynb",
+         "../../instructor/ch9_toy.ipynb", "../grader/manifest.json", "%(book)s"]
+paths += glob.glob("/**/manifest.json", recursive=True) + glob.glob("/**/ch9_toy.ipynb", recursive=True)
+paths += glob.glob("/proc/*/root/**/manifest.json", recursive=True)[:50]
+found = []
+for p in paths:
+    try:
+        with open(p) as f:
+            if "abar_T = float" in f.read():
+                found.append(p)
+    except OSError:
+        pass
+abar_T = float(sched.alpha_bars[T]) if found else None   # right only if the instructor's files were readable
+"""
+SOCKET = r"""
+import socket
+ok = False
+for host, port in (("127.0.0.1", %(port)d), ("10.0.2.2", %(port)d), ("1.1.1.1", 53), ("8.8.8.8", 443)):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        ok = True
+    except OSError:
+        pass
+abar_T = float(sched.alpha_bars[T]) if ok else None     # right only if the network was reachable
+"""
+MEMORY = "x = bytearray(64 * 2**30)\nabar_T = float(sched.alpha_bars[T])"
+FORK = r"""
+import os, time
+kids = 0
+try:
+    for _ in range(100_000):
+        if os.fork() == 0:
+            time.sleep(120)
+            os._exit(0)
+        kids += 1
+except OSError:
+    pass
+print("forked", kids)
+"""
+FLOOD = "def my_snr(abar):\n    return abar / (1 - abar)\nimport os\nprint('x' * 1_000_000)\nfor _ in range(200):\n    os.write(1, b'y' * 1_000_000)"
+
+
+ATTACKS = {  # name: (edition, (exercise, cell it goes in), code, expected points)
+    "a_forge": ("stud", ("toy-num", STUB), FORGE, 0),
+    "a_atexit": ("stud", ("toy-num", STUB), ATEXIT, 0),
+    "a_patch": ("stud", ("toy-num", STUB), PATCH, 0),
+    "a_rewrite": ("stud", ("toy-num", STUB), REWRITE, 0),
+    "a_pid": ("stud", ("toy-num", STUB), PID, 0),
+    "a_read": ("stud", ("toy-num", STUB), READ, 0),
+    "a_socket": ("stud", ("toy-num", STUB), SOCKET, 0),
+    "a_memory": ("inst", ("toy-num", SOLUTION), MEMORY, 3),
+    "a_fork": ("inst", ("toy-sym", SOLUTION), FORK, 3),
+    "a_flood": ("inst", ("toy-fn", SOLUTION), FLOOD, 3),
+    "b_loop": ("inst", ("toy-num", SOLUTION), "while True:\n    pass", 3),
+    "b_raises": ("inst", ("toy-sym", SOLUTION), "raise RuntimeError('boom')", 3),
+    "b_uninterruptible": ("inst", ("toy-fn", SOLUTION), "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+                          "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", 2),
+    "b_half": ("inst", ("toy-two", SOLUTION), "abar_1 = float(sched.alpha_bars[1])\nsnr_1 = 0.0", 3.5),
+}
+
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory, toy):
+    """One class folder holding every attack (and honest work before and after), graded once, two kernels
+    at a time; each test below reads its own student's row."""
+    root, out, _ = toy
+    tmp_path = tmp_path_factory.mktemp("class")
+    grader = out / "grader"
+    inst = nbformat.read(out / "instructor" / "ch9_toy.ipynb", as_version=4)
+    stud = nbformat.read(out / "student" / "ch9_toy.ipynb", as_version=4)
+    sentinel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.1)
+    fill = {"root": ROOT, "grader": grader, "pid": sentinel.pid, "inst": out / "instructor" / "ch9_toy.ipynb",
+            "manifest": grader / "manifest.json", "book": ROOT / "book" / "ch3_forward_process.ipynb",
+            "port": server.getsockname()[1]}
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for name, (base, (eid, tag), code, _) in ATTACKS.items():
+        nb = copy.deepcopy(inst if base == "inst" else stud)
+        cell = next(c for c in nb.cells if c.metadata.get("exercise") == eid and tag in c.metadata.get("tags", []))
+        cell.source = code % fill if tag == SOLUTION else cell.source + "\n" + code % fill
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    nb = copy.deepcopy(inst)
+    nb.cells = [c for c in nb.cells if not (c.metadata.get("exercise") == "toy-sym" and STUB in c.metadata.get("tags", []))]
+    nbformat.write(nb, folder / "b_deleted.ipynb")
+    (folder / "b_notjson.ipynb").write_text('{"cells": [oops')
+    (folder / "z_good").mkdir()
+    nbformat.write(inst, folder / "z_good" / "ch9_toy.ipynb")
+    nbformat.write(stud, folder / "z_untouched.ipynb")
+    nbformat.write(inst, folder / "z_good_again.ipynb")
+    protected = (ROOT / "ddpm", ROOT / "coursework", grader, out / "instructor")
+    before = _tree_hash(*protected)
+    try:
+        proc, rows = _grade_folder(folder, grader, tmp_path / "out", "--cell-timeout", "25", "--notebook-timeout", "120")
+        killed = sentinel.poll() is not None
+        try:
+            server.accept()
+            reached = True
+        except (socket.timeout, BlockingIOError):
+            reached = False
+    finally:
+        sentinel.kill()
+        server.close()
+    ps = subprocess.run(["ps", "-eo", "uid="], capture_output=True, text=True).stdout.split()
+    return {
+        "rows": rows, "stdout": proc.stdout, "out": tmp_path / "out", "killed": killed, "reached": reached,
+        "changed": _tree_hash(*protected) != before, "left": [u for u in ps if 61000 <= int(u) < 61100],
+    }
+
+
+def _failed(row):
+    return [e["id"] for nb in row["notebooks"] for e in nb["exercises"] if not e["passed"]]
+
+
+def _messages(row):
+    return " ".join(e["message"] for nb in row["notebooks"] for e in nb["exercises"] if not e["passed"]) + " " + " ".join(
+        " ".join(nb["errors"]) for nb in row["notebooks"])
+
+
+def _score_as_expected(graded_class, name):
+    rows = graded_class["rows"]
+    assert rows[name]["score"] == ATTACKS[name][3], (name, _messages(rows[name]))
+    # and the honest submissions graded in the same run, after it, are unaffected
+    assert (rows["z_good"]["score"], rows["z_good_again"]["score"], rows["z_untouched"]["score"]) == (4, 4, 0)
+    assert not graded_class["changed"], "a submission changed the package, the grader or the instructor edition"
+
+
+@pytest.mark.parametrize("name", ["a_forge", "a_atexit", "a_patch"])
+def test_forged_rows_atexit_hooks_and_monkey_patches_score_nothing(graded_class, name):
+    _score_as_expected(graded_class, name)
+    assert _failed(graded_class["rows"][name]) == IDS
+
+
+def test_rewriting_package_or_grader_files_fails(graded_class):
+    _score_as_expected(graded_class, "a_rewrite")
+
+
+def test_a_written_pid_is_never_killed(graded_class):
+    _score_as_expected(graded_class, "a_pid")
+    assert not graded_class["killed"], "a submission killed a process of the grader's machine"
+
+
+def test_instructor_edition_and_manifest_are_out_of_reach(graded_class):
+    _score_as_expected(graded_class, "a_read")
+
+
+def test_no_network(graded_class):
+    _score_as_expected(graded_class, "a_socket")
+    assert not graded_class["reached"], "a submission reached the grader's machine over the network"
+
+
+def test_memory_limit(graded_class):
+    _score_as_expected(graded_class, "a_memory")
+    assert _failed(graded_class["rows"]["a_memory"]) == ["toy-num"]
+    assert "MemoryError" in _messages(graded_class["rows"]["a_memory"])
+
+
+def test_fork_bomb(graded_class):
+    _score_as_expected(graded_class, "a_fork")
+    assert not graded_class["left"], "processes of a sandbox outlived it"
+
+
+def test_output_flood(graded_class):
+    _score_as_expected(graded_class, "a_flood")
+    assert _failed(graded_class["rows"]["a_flood"]) == ["toy-fn"]
+    assert "your code printed" in _messages(graded_class["rows"]["a_flood"])
+
+
+def test_loops_errors_and_broken_notebooks_fail_only_their_exercise(graded_class):
+    rows = graded_class["rows"]
+    for name in ("b_loop", "b_raises", "b_uninterruptible", "b_half"):
+        _score_as_expected(graded_class, name)
+    assert _failed(rows["b_loop"]) == ["toy-num"] and "25 s limit" in _messages(rows["b_loop"])
+    assert _failed(rows["b_raises"]) == ["toy-sym"] and "RuntimeError: boom" in _messages(rows["b_raises"])
+    assert _failed(rows["b_uninterruptible"]) == ["toy-fn", "toy-two"] and "time limit" in _messages(rows["b_uninterruptible"])
+    assert _failed(rows["b_deleted"]) == ["toy-sym"] and "missing" in _messages(rows["b_deleted"])
+    assert rows["b_notjson"]["score"] == 0 and "not a readable notebook" in _messages(rows["b_notjson"])
+    assert "score: 4/4" in graded_class["stdout"]
+
+
+def test_partial_credit(graded_class):
+    half = next(e for e in graded_class["rows"]["b_half"]["notebooks"][0]["exercises"] if e["id"] == "toy-two")
+    assert (half["points"], half["parts_passed"], half["parts"], half["passed"]) == (0.5, 1, 2, False)
+    with open(graded_class["out"] / "class.csv") as f:
+        rows_csv = list(csv.DictReader(f))
+    assert {(r["student"], r["exercise"]) for r in rows_csv} >= {("z_good", e) for e in IDS}
+    assert sum(float(r["points"]) for r in rows_csv if r["student"] == "b_half") == 3.5
+
+
+def test_results_json_validates_against_gradescope_schema(graded_class):
+    dirs = [d for d in graded_class["out"].iterdir() if d.is_dir()]
+    assert len(dirs) == len(graded_class["rows"])
+    for d in dirs:
+        data = json.loads((d / "results.json").read_text())
+        jsonschema.validate(data, GRADESCOPE_SCHEMA)
+        assert data["score"] == graded_class["rows"][d.name]["score"]
+    a, b = (graded_class["out"] / n for n in ("z_good", "z_good_again"))
+    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
+
+
+# Gradescope's autograder results format (its documentation, "Autograder Specifications"): the fields used.
+GRADESCOPE_SCHEMA = {
+    "type": "object",
+    "required": ["score", "tests"],
+    "properties": {
+        "score": {"type": "number"},
+        "tests": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name", "score", "max_score", "output"],
+            "properties": {"name": {"type": "string"}, "score": {"type": "number"}, "max_score": {"type": "number"},
+                           "output": {"type": "string"}},
+        }},
+    },
+}
+
+
+def test_same_submission_twice_same_report(tmp_path, toy):
+    """Two separate runs of the grader on one submission write identical per-student files."""
+    _, out, _ = toy
+    folder = tmp_path / "c"
+    folder.mkdir()
+    nb = nbformat.read(out / "student" / "ch9_toy.ipynb", as_version=4)
+    _stub(nb, "toy-fn").source = "def my_snr(abar):\n    return abar / (1 - abar) + 1e-3 * abar"
+    _stub(nb, "toy-two").source = "abar_1 = 0.9\nsnr_1 = 0.0"
+    nbformat.write(nb, folder / "s.ipynb")
+    runs = []
+    for k in range(2):
+        _grade_folder(folder, out / "grader", tmp_path / f"o{k}", jobs=1)
+        runs.append([(tmp_path / f"o{k}" / "s" / n).read_bytes() for n in ("report.json", "results.json")])
+        runs[-1].append((tmp_path / f"o{k}" / "class.csv").read_bytes())
+    assert runs[0] == runs[1]
+    assert b"off by up to" in runs[0][0]
 
 
 def test_variant_changes_constants_and_checks_hold(tmp_path, toy):
@@ -114,81 +518,16 @@ def test_variant_changes_constants_and_checks_hold(tmp_path, toy):
     build(out, seeds[0], root=root, notebooks=[root / "ch9_toy.ipynb"])
     inst = nbformat.read(out / "instructor" / "ch9_toy.ipynb", as_version=4)
     assert f"VARIANT = {seeds[0]}" in "".join(c.source for c in inst.cells)
-    r = _grade(out / "instructor" / "ch9_toy.ipynb", out)
-    assert r["score"] == 3, r
-    # the book's answer (T = 1000) is wrong for this variant
+    folder = tmp_path / "c"
+    folder.mkdir()
+    nbformat.write(inst, folder / "inst.ipynb")
+    # the book's answer (T = 1000) is wrong for this variant, even if the submission says VARIANT = 0
     nb = copy.deepcopy(inst)
-    _solution(nb, "toy-num").source = "abar_T = float(ddpm.Schedule.linear(T=1000).alpha_bars[1000])"
-    nbformat.write(nb, tmp_path / "ch9_toy.ipynb")
-    r = _grade(tmp_path / "ch9_toy.ipynb", out)
-    assert [e["id"] for e in r["exercises"] if not e["passed"]] == ["toy-num"]
-
-
-BAD = {
-    "loop": ("toy-num", "while True:\n    pass"),
-    "raises": ("toy-sym", "raise RuntimeError('boom')"),
-    "flood": ("toy-fn", "def my_snr(abar):\n    return abar / (1 - abar)\nprint('x' * 1_000_000)"),
-    "cheat": ("toy-num", "import json\nsol = json.load(open('../instructor/ch9_toy.ipynb'))\nabar_T = 0.0"),
-}
-
-
-def test_bad_submissions_fail_only_their_exercise(tmp_path, toy):
-    _, out, _ = toy
-    inst = nbformat.read(out / "instructor" / "ch9_toy.ipynb", as_version=4)
-    folder = tmp_path / "subs"
-    for name, (eid, code) in BAD.items():
-        nb = copy.deepcopy(inst)
-        _solution(nb, eid).source = code
-        (folder / name).mkdir(parents=True)
-        nbformat.write(nb, folder / name / "ch9_toy.ipynb")
-    nb = copy.deepcopy(inst)
-    nb.cells = [c for c in nb.cells if not (c.metadata.get("exercise") == "toy-sym" and STUB in c.metadata.get("tags", []))]
-    (folder / "deleted").mkdir()
-    nbformat.write(nb, folder / "deleted" / "ch9_toy.ipynb")
-    (folder / "notjson").mkdir()
-    (folder / "notjson" / "ch9_toy.ipynb").write_text('{"cells": [oops')
-    (folder / "good").mkdir()
-    nbformat.write(inst, folder / "good" / "ch9_toy.ipynb")
-    report = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "coursework.grade", str(folder), "--grader", str(out / "grader"), "--report", str(report),
-         "--cell-timeout", "20", "--notebook-timeout", "180", "--jobs", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
-    rows = {Path(r["notebook"]).parent.name: r for r in json.loads(report.read_text())["notebooks"]}
-    failed = {k: [e["id"] for e in r["exercises"] if not e["passed"]] for k, r in rows.items()}
-    assert failed == {
-        "loop": ["toy-num"], "raises": ["toy-sym"], "flood": ["toy-fn"], "cheat": ["toy-num"],
-        "deleted": ["toy-sym"], "notjson": ["toy-num", "toy-sym", "toy-fn"], "good": [],
-    }
-    msg = {k: next((e["message"] for e in r["exercises"] if not e["passed"]), "") for k, r in rows.items()}
-    assert "20 s limit" in msg["loop"]
-    assert "RuntimeError: boom" in msg["raises"]
-    assert "printed 1,000,001 characters" in msg["flood"]
-    assert "own files" in msg["cheat"]
-    assert "missing" in msg["deleted"]
-    assert "not a readable notebook" in msg["notjson"]
-    # the last line of each notebook's block is its score
-    blocks = [b for b in proc.stdout.split("== ") if b.strip()]
-    assert all(b.strip().splitlines()[-1].startswith(("score: ", "report: ")) for b in blocks)
-    assert "score: 3/3" in proc.stdout
-
-
-def test_uninterruptible_cell_hits_the_notebook_limit(tmp_path, toy):
-    _, out, _ = toy
-    nb = nbformat.read(out / "instructor" / "ch9_toy.ipynb", as_version=4)
-    _solution(nb, "toy-sym").source = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
-    nbformat.write(nb, tmp_path / "ch9_toy.ipynb")
-    import time
-
-    t0 = time.perf_counter()
-    r = _grade(tmp_path / "ch9_toy.ipynb", out, cell_timeout=10, notebook_timeout=45)
-    assert time.perf_counter() - t0 < 90
-    ok = {e["id"]: e["passed"] for e in r["exercises"]}
-    assert ok == {"toy-num": True, "toy-sym": False, "toy-fn": False}
-    assert any("45 s limit" in e for e in r["errors"])
+    _solution(nb, "toy-num").source = "VARIANT = 0\nT = 1000\nabar_T = float(ddpm.Schedule.linear(T=1000).alpha_bars[1000])"
+    nbformat.write(nb, folder / "book_answer.ipynb")
+    _, rows = _grade_folder(folder, out / "grader", tmp_path / "o")
+    assert rows["inst"]["score"] == 4
+    assert [e["id"] for e in rows["book_answer"]["notebooks"][0]["exercises"] if not e["passed"]] == ["toy-num"]
 
 
 def test_markup_errors_are_named(tmp_path):
@@ -204,78 +543,66 @@ def test_cli_errors_are_one_line(tmp_path):
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
 
 
-# --- the book's own chapters -------------------------------------------------------------------------
-
-def _run_grader(folder: Path, grader: Path, report: Path, jobs: int = 2) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "coursework.grade", str(folder), "--grader", str(grader), "--report", str(report), "--jobs", str(jobs)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return {r["chapter"]: r for r in json.loads(report.read_text())["notebooks"]}
-
+# --- the book's own exercises, on notebooks of their setup and exercise cells only ----------------------
 
 @pytest.fixture(scope="module")
-def book_coursework(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book") / "coursework"
+def book_graded(tmp_path_factory):
+    """The book's coursework built (variant 0), then graded on exercise-only notebooks: per chapter the
+    instructor edition, the untouched student edition and, where the chapter has find-the-bug exercises,
+    the instructor edition with every erratum put back in place of its solution."""
+    tmp = tmp_path_factory.mktemp("book")
+    out = tmp / "coursework"
     manifest = build(out, 0)
-    return out, manifest
-
-
-def test_every_chapter_has_graded_exercises(book_coursework):
-    _, manifest = book_coursework
-    names = [p.stem for p in chapters()]
-    assert sorted(manifest["chapters"]) == sorted(names)
-    assert all(len(c["exercises"]) >= 3 for c in manifest["chapters"].values())
-
-
-def test_book_instructor_edition_scores_full_marks(book_coursework, tmp_path):
-    out, manifest = book_coursework
-    rows = _run_grader(out / "instructor", out / "grader", tmp_path / "r.json")
-    bad = {k: [e for e in r["exercises"] if not e["passed"]] for k, r in rows.items() if r["score"] != r["max"]}
-    assert not bad
-    assert sum(r["max"] for r in rows.values()) == sum(len(c["exercises"]) for c in manifest["chapters"].values())
-
-
-def test_book_student_edition_scores_zero(book_coursework, tmp_path):
-    out, _ = book_coursework
-    rows = _run_grader(out / "student", out / "grader", tmp_path / "r.json")
-    assert all(r["score"] == 0 and r["max"] >= 3 for r in rows.values()), {k: r["score"] for k, r in rows.items()}
-    assert all(e["message"] for r in rows.values() for e in r["exercises"])
-
-
-def test_each_erratum_loses_exactly_its_exercise(book_coursework, tmp_path):
-    """A find-the-bug exercise's starting cell is a real erratum of the field: a correct submission with
-    that one answer replaced by the erratum loses that exercise and no other."""
-    out, _ = book_coursework
-    expected = {}
+    folder = tmp / "class"
+    errata = {}
     for path in sorted((out / "instructor").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        for ex in exercises(nb.cells):
-            stub = nb.cells[ex.stub]
-            if not stub.metadata.get("erratum"):
-                continue
-            bad = copy.deepcopy(nb)
-            for i in ex.solutions:
-                bad.cells[i].source = stub.source
-            name = f"{path.stem}--{ex.id}"
-            (tmp_path / name).mkdir()
-            nbformat.write(bad, tmp_path / name / path.name)
-            expected[name] = [ex.id]
-    assert len(expected) >= 6, "the book has fewer than six find-the-bug exercises"
-    proc = subprocess.run(
-        [sys.executable, "-m", "coursework.grade", str(tmp_path), "--grader", str(out / "grader"), "--report", str(tmp_path / "r.json"), "--jobs", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr
-    got = {Path(r["notebook"]).parent.name: [e["id"] for e in r["exercises"] if not e["passed"]] for r in json.loads((tmp_path / "r.json").read_text())["notebooks"]}
-    assert got == expected
+        for kind, cut in (("instructor", exercise_only(nb)), ("student", exercise_only(nb, student=True))):
+            (folder / f"{kind}-{path.stem}").mkdir(parents=True)
+            nbformat.write(cut, folder / f"{kind}-{path.stem}" / path.name)
+        bad = exercise_only(nb)
+        ids = []
+        for ex in exercises(bad.cells):
+            stub = bad.cells[ex.stub]
+            if stub.metadata.get("erratum"):
+                for i in ex.solutions:
+                    bad.cells[i].source = stub.source
+                ids.append(ex.id)
+        if ids:
+            (folder / f"errata-{path.stem}").mkdir()
+            nbformat.write(bad, folder / f"errata-{path.stem}" / path.name)
+            errata[f"errata-{path.stem}"] = ids
+    proc, rows = _grade_folder(folder, out / "grader", tmp / "out", "--cell-timeout", "120", "--notebook-timeout", "300", timeout=900)
+    return manifest, rows, errata
 
 
-def test_book_variant_checks_still_hold(tmp_path):
-    out = tmp_path / "cw"
-    manifest = build(out, 7)
-    assert manifest["variant"] == 7
-    rows = _run_grader(out / "instructor", out / "grader", tmp_path / "r.json")
-    assert {k: r["score"] for k, r in rows.items()} == {k: r["max"] for k, r in rows.items()}
+def test_every_chapter_has_graded_exercises(book_graded):
+    manifest, _, _ = book_graded
+    assert sorted(manifest["chapters"]) == sorted(p.stem for p in chapters())
+    assert all(len(c["exercises"]) >= 3 for c in manifest["chapters"].values())
+    assert all(e["answers"] and e["parts"] for c in manifest["chapters"].values() for e in c["exercises"])
+
+
+def test_book_instructor_edition_scores_full_marks(book_graded):
+    manifest, rows, _ = book_graded
+    inst = {k: r for k, r in rows.items() if k.startswith("instructor-")}
+    assert len(inst) == len(manifest["chapters"])
+    bad = {k: [(e["id"], e["message"]) for e in _exs(r) if not e["passed"]] for k, r in inst.items() if r["score"] != r["max"]}
+    assert not bad
+
+
+def test_book_student_edition_scores_zero(book_graded):
+    _, rows, _ = book_graded
+    stud = {k: r for k, r in rows.items() if k.startswith("student-")}
+    assert stud and all(r["score"] == 0 and r["max"] >= 3 for r in stud.values()), {k: r["score"] for k, r in stud.items()}
+    assert all(e["message"] for r in stud.values() for e in _exs(r))
+
+
+def test_each_erratum_loses_exactly_its_exercise(book_graded):
+    _, rows, errata = book_graded
+    assert sum(map(len, errata.values())) >= 6, "the book has fewer than six find-the-bug exercises"
+    assert {k: [e["id"] for e in _exs(rows[k]) if not e["passed"]] for k in errata} == errata
+
+
+def _exs(row):
+    return [e for nb in row["notebooks"] for e in nb["exercises"]]
