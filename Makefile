@@ -34,9 +34,14 @@ book: install _build/html/index.html
 cheatsheet: _build/html/index.html
 	$(PYTHON) scripts/site_fixes.py cheatsheet
 
-# Every test: the package (pytest), the notebooks (nbval) and the website (headless Chromium).
+# Every test: the package (pytest), the notebooks (nbval, against the build's execution) and the website (headless
+# Chromium), on as many processes as there are cores (pytest-xdist; a module's or a notebook's tests stay together).
 test: install _build/html/index.html
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n auto --dist loadfile
+
+# The package's unit tests alone: no book, no browser, no notebook, no subprocess (tests/conftest.py's slow mark).
+test-fast:
+	$(PYTHON) -m pytest tests -m "not slow" -q
 
 serve:
 	@test -f _build/html/index.html || { echo "run 'make book' first"; exit 1; }
