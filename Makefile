@@ -19,10 +19,14 @@ install: system-deps
 	$(PYTHON) -m pip install -q -r requirements.txt
 	$(PYTHON) -m pip install -q --no-deps -e .
 
-# Builds the website into _build/html, executing every notebook; fails on any warning or error. The build also
-# typesets the maths (Node.js) and prints the cheat sheet to _build/cheatsheet.pdf (scripts/site_fixes.py).
+# Builds the website into _build/html; fails on any warning or error. The notebooks are executed first, as many
+# at a time as there are cores, into jupyter-book's execution cache (_build/.jupyter_cache, scripts/execute_book.py);
+# the build reads their outputs from it (execute_notebooks: cache) and so do the notebook tests (book/conftest.py):
+# each notebook runs once. The build also typesets the maths (Node.js) and prints the cheat sheet to
+# _build/cheatsheet.pdf (scripts/site_fixes.py). PYTHONHASHSEED=0: the committed outputs were made so (SymPy).
 _build/html/index.html: $(BOOK_SOURCES)
-	$(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . --all -W --keep-going
+	PYTHONHASHSEED=0 $(PYTHON) -m scripts.execute_book
+	PYTHONHASHSEED=0 $(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . --all -W --keep-going
 	@touch $@
 
 book: install _build/html/index.html
@@ -31,9 +35,14 @@ book: install _build/html/index.html
 cheatsheet: _build/html/index.html
 	$(PYTHON) scripts/site_fixes.py cheatsheet
 
-# Every test: the package (pytest), the notebooks (nbval) and the website (headless Chromium).
+# Every test: the package (pytest), the notebooks (nbval, against the build's execution) and the website (headless
+# Chromium), on as many processes as there are cores (pytest-xdist; a module's or a notebook's tests stay together).
 test: install _build/html/index.html
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n auto --dist loadfile
+
+# The package's unit tests alone: no book, no browser, no notebook, no subprocess (tests/conftest.py's slow mark).
+test-fast:
+	$(PYTHON) -m pytest tests -m "not slow" -q
 
 serve:
 	@test -f _build/html/index.html || { echo "run 'make book' first"; exit 1; }

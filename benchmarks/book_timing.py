@@ -16,21 +16,17 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import nbformat
 import torch
-import yaml
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def notebooks() -> list[Path]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]] + [c["file"] for p in toc["parts"] for c in p["chapters"]]
-    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
+sys.path.insert(0, str(ROOT))  # run as a script: scripts/ is a package of the repository
+from scripts.toc import notebooks  # noqa: E402
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import yaml
+
+from scripts.toc import toc_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("DDPM_SITE_DIR", ROOT / "_build" / "html")).resolve()
@@ -78,28 +79,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 # ----------------------------------------------------------------------------- the toc's pages
-def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
-    """Every ``file`` of the Jupyter Book toc (root, parts, chapters, sections), in reading order."""
-    toc = yaml.safe_load(toc_path.read_text())
-    out: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    out.append(str(node[key]))
-            for key in ("parts", "chapters", "sections"):
-                for child in node.get(key, []) or []:
-                    walk(child)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    walk(toc)
-    return [re.sub(r"\.(md|ipynb|rst)$", "", f) for f in out]
-
-
-PAGES = toc_files()
+PAGES = [re.sub(r"\.(md|ipynb|rst)$", "", f) for f in toc_files()]
 CHAPTERS = [f for f in PAGES if re.search(r"/ch\d+_", f)]
 
 
