@@ -3,7 +3,7 @@ PYTHON ?= python3
 PORT ?= 8000
 BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _config.yml _toc.yml $(wildcard ddpm/*.py ddpm/nets/*.py) $(wildcard scripts/site_fixes.py scripts/site_static/*)
 
-.PHONY: install system-deps book cheatsheet test test-fast serve clean coursework grade
+.PHONY: install system-deps node-deps book cheatsheet test test-fast serve clean coursework grade format
 
 # Debian packages: headless Chromium + driver for the browser tests and the cheat sheet's PDF, Node.js to typeset
 # the maths when the site is built, poppler-utils (pdfinfo) for the PDF test, Fashion-MNIST for the data tests.
@@ -14,21 +14,36 @@ system-deps:
 	  else echo "warning: install Debian's chromium, chromium-driver, nodejs, poppler-utils and dataset-fashion-mnist (needs root)"; fi; \
 	fi
 
-install: system-deps
+# axe-core (the browser tests' accessibility audit), exactly as package-lock.json pins it, into node_modules/;
+# skipped when that version is already there, so the tests themselves never need the network.
+node-deps: system-deps
+	@if [ "$$(node -p "try{require('./node_modules/axe-core/package.json').version}catch(e){''}" 2>/dev/null)" != "$$(node -p "require('./package-lock.json').packages['node_modules/axe-core'].version")" ]; then \
+	  npm ci --no-audit --no-fund --loglevel=error; fi
+
+install: system-deps node-deps
 	$(PYTHON) -m pip install -q -r requirements.txt
 	$(PYTHON) -m pip install -q --no-deps -e .
 
-# Builds the website into _build/html, executing every notebook; fails on any warning or error. The build also
-# typesets the maths (Node.js) and prints the cheat sheet to _build/cheatsheet.pdf (scripts/site_fixes.py).
+# Builds the website into _build/html, executing every notebook; fails on any warning or error (the log goes to
+# _build/build.log too: the site tests check it has no warning). The build also typesets the maths (Node.js,
+# scripts/site_fixes.py).
 _build/html/index.html: $(BOOK_SOURCES)
-	$(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . --all -W --keep-going
+	@mkdir -p _build
+	$(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . --all -W --keep-going >_build/build.log 2>&1; \
+	  rc=$$?; cat _build/build.log; exit $$rc
 	@touch $@
 
 book: install _build/html/index.html
 
-# The cheat sheet as a PDF (A4, headless Chromium): _build/cheatsheet.pdf, and the copy the page links.
+# The cheat sheet as a PDF (A4, headless Chromium): _build/html/cheatsheet.pdf, which its page links, and a
+# copy in _build/. Only this target (and the site test that checks it) prints it: the site build does not.
 cheatsheet: _build/html/index.html
-	$(PYTHON) scripts/site_fixes.py cheatsheet
+	$(PYTHON) scripts/cheatsheet_pdf.py
+
+# Formats the code cells of every notebook with ruff, at the line length of pyproject.toml
+# ([tool.ruff]: what fits the text column at 1280 px). Stored outputs are left as they are.
+format:
+	$(PYTHON) -m ruff format book/*.ipynb
 
 # Every test: the package (pytest), the notebooks (nbval) and the website (headless Chromium).
 test: install _build/html/index.html
