@@ -40,13 +40,16 @@ book: install _build/html/index.html
 cheatsheet: _build/html/index.html
 	$(PYTHON) scripts/cheatsheet_pdf.py
 
+_build/html/cheatsheet.pdf: _build/html/index.html
+	$(PYTHON) scripts/cheatsheet_pdf.py
+
 # Formats the code cells of every notebook with ruff, at the line length of pyproject.toml
 # ([tool.ruff]: what fits the text column at 1280 px). Stored outputs are left as they are.
 format:
 	$(PYTHON) -m ruff format book/*.ipynb
 
 # Every test: the package (pytest), the notebooks (nbval) and the website (headless Chromium).
-test: install _build/html/index.html
+test: install _build/html/index.html _build/html/cheatsheet.pdf
 	$(PYTHON) -m pytest
 
 serve:

@@ -1,4 +1,4 @@
-"""Sphinx extension: the two things the book's website needs that no Sphinx or theme option gives.
+"""Sphinx extension: the three things the book's website needs that no Sphinx or theme option gives.
 
 Loaded from ``_config.yml`` (``sphinx: local_extensions: site_fixes: scripts``); everything else (static files,
 the site's CSS and JavaScript, the favicon, the theme's colour mode) is an option in ``_config.yml``.
@@ -9,7 +9,10 @@ the site's CSS and JavaScript, the favicon, the theme's colour mode) is an optio
    ``_static/mathjax/woff-v2``. Each typeset formula keeps its TeX source for screen readers
    (``role="math"`` and ``aria-label``). A TeX error or an undefined macro is a build warning (``-W``
    makes it an error). Needs ``node`` on the PATH.
-2. Sphinx 7.4 registers an inline script added after the builder starts (``app.add_js_file(None, body=...)``,
+2. The signatures the notation page quotes are the package's own: ``{{ sig_NAME }}`` (a MyST substitution,
+   e.g. ``{{ sig_q_posterior }}``) is set here from ``inspect.signature`` of ``ddpm.NAME`` for every name in
+   ``SIGNATURES``, so a changed signature changes the page.
+3. Sphinx 7.4 registers an inline script added after the builder starts (``app.add_js_file(None, body=...)``,
    as sphinx-thebe does) twice, under the names ``None`` and ``''``; the second copy redeclares a ``const``
    and is a JavaScript error on every page. The repeats are dropped, with the browser MathJax script (1).
 
@@ -40,6 +43,31 @@ def _mathjax_source() -> Path | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax"
     return path if (path / "node-main.js").is_file() else None
+
+
+SIGNATURES = ("q_posterior", "predict_x0", "ddim_sigma", "timesteps", "q_sample", "q_step")
+
+
+def signature_text(name: str) -> str:
+    """``ddpm.NAME``'s call signature as a reader writes it: parameter names, ``*``, defaults of keyword-only ones."""
+    import inspect
+
+    import ddpm
+
+    parts, star = [], False
+    for p in inspect.signature(getattr(ddpm, name)).parameters.values():
+        if p.kind is p.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        parts.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+    return f"{name}({', '.join(parts)})"
+
+
+def _signatures(app, config):
+    subs = dict(config.myst_substitutions or {})
+    for name in SIGNATURES:
+        subs.setdefault(f"sig_{name}", f"`{signature_text(name)}`")
+    config.myst_substitutions = subs
 
 
 def _fix_scripts(app, pagename, templatename, context, doctree):
@@ -141,6 +169,7 @@ def _typeset_math(app, exc) -> None:
 
 
 def setup(app):
+    app.connect("config-inited", _signatures)
     app.connect("html-page-context", _fix_scripts, priority=900)
     app.connect("build-finished", _typeset_math, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -29,9 +29,37 @@
       if (img.complete) markFigure(img); else img.addEventListener('load', function () { markFigure(img); });
     });
   }
+  // a box that scrolls can be reached and scrolled with the keyboard (focusable, named for screen readers)
   function markScrolling() {
     document.querySelectorAll(BOXES).forEach(function (el) {
-      el.classList.toggle('site-scrolls', el.scrollWidth > el.clientWidth + 1);
+      const scrolls = el.scrollWidth > el.clientWidth + 1;
+      el.classList.toggle('site-scrolls', scrolls);
+      if (scrolls && !el.hasAttribute('tabindex')) {
+        el.setAttribute('tabindex', '0');
+        el.dataset.siteTabindex = '1';
+      } else if (!scrolls && el.dataset.siteTabindex) {
+        el.removeAttribute('tabindex');
+        delete el.dataset.siteTabindex;
+      }
+    });
+  }
+  // Accessible names (WCAG 2.5.3): a control whose aria-label leaves out the text it shows ("Search" on a button
+  // reading "Search... Ctrl+K", "Toggle hidden content" on "Show code cell source") is named by that text too;
+  // the animation's frame slider gets a name.
+  function nameControls() {
+    document.querySelectorAll('button[aria-label], a[aria-label], summary[aria-label]').forEach(function (el) {
+      const shown = (el.innerText || '').replace(/\s+/g, ' ').trim();
+      const label = el.getAttribute('aria-label');
+      if (shown && label.toLowerCase().indexOf(shown.toLowerCase()) < 0) el.setAttribute('aria-label', shown);
+    });
+    // the left sidebar (book title, search, contents) is a landmark, so all its content is in one
+    const side = document.querySelector('.bd-sidebar-primary');
+    if (side && !side.hasAttribute('role')) {
+      side.setAttribute('role', 'complementary');
+      side.setAttribute('aria-label', 'Book contents and search');
+    }
+    document.querySelectorAll('.animation input[type="range"]:not([aria-label])').forEach(function (el) {
+      el.setAttribute('aria-label', 'Animation frame');
     });
   }
   let pending = null;
@@ -41,6 +69,7 @@
   function init() {
     markFigures();
     markScrolling();
+    nameControls();
     forward('.primary-toggle');
     forward('.secondary-toggle');
     document.querySelectorAll('dialog#pst-primary-sidebar-modal, dialog#pst-secondary-sidebar-modal').forEach(function (d) {
