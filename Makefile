@@ -3,7 +3,7 @@ PYTHON ?= python3
 PORT ?= 8000
 BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _config.yml _toc.yml $(wildcard ddpm/*.py ddpm/nets/*.py) $(wildcard scripts/site_fixes.py scripts/site_static/*)
 
-.PHONY: install system-deps book cheatsheet test test-fast serve clean coursework grade
+.PHONY: install system-deps node-deps book cheatsheet test test-fast serve clean coursework grade format
 
 # Debian packages: headless Chromium + driver for the browser tests and the cheat sheet's PDF, Node.js to typeset
 # the maths when the site is built, poppler-utils (pdfinfo) for the PDF test, Fashion-MNIST for the data tests,
@@ -15,29 +15,47 @@ system-deps:
 	  else echo "warning: install Debian's chromium, chromium-driver, nodejs, poppler-utils, dataset-fashion-mnist and bubblewrap (needs root)"; fi; \
 	fi
 
-install: system-deps
+# axe-core (the browser tests' accessibility audit), exactly as package-lock.json pins it, into node_modules/;
+# skipped when that version is already there, so the tests themselves never need the network.
+node-deps: system-deps
+	@if [ "$$(node -p "try{require('./node_modules/axe-core/package.json').version}catch(e){''}" 2>/dev/null)" != "$$(node -p "require('./package-lock.json').packages['node_modules/axe-core'].version")" ]; then \
+	  npm ci --no-audit --no-fund --loglevel=error; fi
+
+install: system-deps node-deps
 	$(PYTHON) -m pip install -q -r requirements.txt
 	$(PYTHON) -m pip install -q --no-deps -e .
 
 # Builds the website into _build/html; fails on any warning or error. The notebooks are executed first, as many
 # at a time as there are cores, into jupyter-book's execution cache (_build/.jupyter_cache, scripts/execute_book.py);
 # the build reads their outputs from it (execute_notebooks: cache) and so do the notebook tests (book/conftest.py):
-# each notebook runs once. The build also typesets the maths (Node.js) and prints the cheat sheet to
-# _build/cheatsheet.pdf (scripts/site_fixes.py). PYTHONHASHSEED=0: the committed outputs were made so (SymPy).
+# each notebook runs once. The build also typesets the maths (Node.js, scripts/site_fixes.py); its log goes to
+# _build/build.log too (the site tests check it has no warning). PYTHONHASHSEED=0: the committed outputs were made
+# so (SymPy).
 _build/html/index.html: $(BOOK_SOURCES)
+	@mkdir -p _build
 	PYTHONHASHSEED=0 $(PYTHON) -m scripts.execute_book
-	PYTHONHASHSEED=0 $(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . --all -W --keep-going
+	PYTHONHASHSEED=0 $(PYTHON) -c "from jupyter_book.cli.main import main; main()" build . --all -W --keep-going >_build/build.log 2>&1; \
+	  rc=$$?; cat _build/build.log; exit $$rc
 	@touch $@
 
 book: install _build/html/index.html
 
-# The cheat sheet as a PDF (A4, headless Chromium): _build/cheatsheet.pdf, and the copy the page links.
+# The cheat sheet as a PDF (A4, headless Chromium): _build/html/cheatsheet.pdf, which its page links, and a
+# copy in _build/. Only this target (and the site test that checks it) prints it: the site build does not.
 cheatsheet: _build/html/index.html
-	$(PYTHON) scripts/site_fixes.py cheatsheet
+	$(PYTHON) scripts/cheatsheet_pdf.py
+
+_build/html/cheatsheet.pdf: _build/html/index.html
+	$(PYTHON) scripts/cheatsheet_pdf.py
+
+# Formats the code cells of every notebook with ruff, at the line length of pyproject.toml
+# ([tool.ruff]: what fits the text column at 1280 px). Stored outputs are left as they are.
+format:
+	$(PYTHON) -m ruff format book/*.ipynb
 
 # Every test: the package (pytest), the notebooks (nbval, against the build's execution) and the website (headless
 # Chromium), on as many processes as there are cores (pytest-xdist; a module's or a notebook's tests stay together).
-test: install _build/html/index.html
+test: install _build/html/index.html _build/html/cheatsheet.pdf
 	$(PYTHON) -m pytest -n auto --dist loadfile
 
 # The package's unit tests alone: no book, no browser, no notebook, no subprocess (tests/conftest.py's slow mark).
