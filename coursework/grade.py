@@ -130,7 +130,8 @@ def _noop(*args, **kwargs):
     return None
 
 
-_SETUPS: dict = {}
+_SETUPS: dict = {}  # (setup cells, variant) -> the grader's namespace after them
+_BASELINES: dict = {}  # (setup cells, variant, exercise) -> the parts its untouched starting cell passes
 
 
 def torch_seed(seed: int) -> None:
@@ -178,7 +179,7 @@ class Trusted:
         import torch
 
         self.entry, self.variant = entry, variant
-        key = (json.dumps(entry.get("setup", [])), variant)
+        key = self.key = (json.dumps(entry.get("setup", [])), variant)
         with _TRUSTED:
             base = _SETUPS.get(key)
         if base is None:
@@ -224,6 +225,8 @@ class Trusted:
                 exec(compile(ex["stub"], f"<stub {eid}>", "exec"), self.ns)
             except Exception as e:
                 return _fail(eid, f"the grader's starting cell failed: {type(e).__name__}: {e}", nparts)
+            free = self._free_parts(ex, filename)
+            torch_seed(grading.exercise_seed(eid, self.variant))  # the same state whether or not that ran now
             missing = []
             for name in ex["answers"]:
                 v = values.get(name)
@@ -240,26 +243,54 @@ class Trusted:
                 except Exception as e:  # outside the exercise's `with` block
                     rec.stopped = f"your answer broke the check: {type(e).__name__}: {str(e)[:300]}"
             _close_figures()
-        return _score(eid, ex["parts"], rec, missing)
+        return _score(eid, ex["parts"], rec, missing, free)
+
+    def _free_parts(self, ex: dict, filename: str) -> set:
+        """The parts the untouched starting cell already passes (a find-the-bug exercise's shape checks):
+        they earn no partial credit. Found once per chapter and variant, by running the check here on the
+        grader's own starting cell."""
+        from ddpm import grading
+
+        key = (self.key, ex["id"])
+        if key not in _BASELINES:
+            scratch = dict(self.ns)
+            with grading.recording(filename) as rec:
+                try:
+                    exec(compile(ex["check"], filename, "exec"), scratch)
+                except Exception:
+                    pass
+            _BASELINES[key] = {k for k, ok in _site_status(ex["parts"], rec).items() if ok}
+        return _BASELINES[key]
 
 
-def _score(eid: str, parts: list, rec, missing: list) -> dict:
-    status = {k: None for k in range(len(parts))}  # None: not reached
-    messages = []
+def _site_status(parts: list, rec, messages: list | None = None) -> dict:
+    """{part: True (every call of it passed), False, or None (not reached)}."""
+    status = {k: None for k in range(len(parts))}
     for line, ok, msg in rec.parts:
         site = next((k for k, (a, b) in enumerate(parts) if line is not None and a <= line <= b), None)
         if site is None:
             continue
         status[site] = ok if status[site] is None else (status[site] and ok)
-        if not ok and msg not in messages:
+        if not ok and messages is not None and msg not in messages:
             messages.append(msg)
+    return status
+
+
+def _score(eid: str, parts: list, rec, missing: list, free: set = frozenset()) -> dict:
+    """Points: the share of the parts passed, among those the untouched starting cell fails (``free``
+    parts count only when all pass)."""
+    messages: list = []
+    status = _site_status(parts, rec, messages)
     passed = sum(1 for v in status.values() if v)
+    earned = [k for k, v in status.items() if v and k not in free]
+    graded = len(parts) - len(free)
     if rec.stopped:
         messages.append(rec.stopped)
     if missing:
         messages.insert(0, f"your notebook does not define {', '.join(missing)}")
     ok = passed == len(parts) and not rec.stopped
-    return {"id": eid, "points": round(passed / len(parts), 4), "max_points": 1, "passed": ok,
+    points = 1.0 if ok else (round(len(earned) / graded, 4) if graded > 0 else 0.0)
+    return {"id": eid, "points": points, "max_points": 1, "passed": ok,
             "parts_passed": passed, "parts": len(parts), "message": "passed" if ok else "; ".join(messages)[:2000] or "not passed"}
 
 

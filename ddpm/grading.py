@@ -177,9 +177,9 @@ def expect(condition: bool, *, what: str, expected: Any = None, got: Any = None)
     if not bool(condition):
         msg = f"checked {what}: not right yet"
         if expected is not None:
-            msg += f"; wanted {_short(expected)}"
+            msg += f"; wanted {expected if isinstance(expected, str) else _short(expected)}"
         if got is not None:
-            msg += f"; got {_short(got)}"
+            msg += f"; got {got if isinstance(got, str) else _short(got)}"
         raise ExerciseFailed(msg)
 
 
