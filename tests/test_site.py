@@ -747,7 +747,7 @@ def test_maths_is_readable_by_screen_readers(site):
     """Build-time CommonHTML draws glyphs with CSS: every formula keeps its TeX source as its accessible name."""
     for f in CHAPTERS:
         html = (site / f"{f}.html").read_text("utf-8", "replace")
-        containers = re.findall(r"<mjx-container\b[^>]*>", html)
+        containers = re.findall(r'<mjx-container\b(?:[^>"]|"[^"]*")*>', html)
         unnamed = [c[:120] for c in containers if 'role="math"' not in c or not re.search(r'aria-label="[^"]+"', c)]
         assert containers and not unnamed, f"{f}: {len(unnamed)} formula(s) without role=math and a TeX aria-label"
 
