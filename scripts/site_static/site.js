@@ -19,7 +19,7 @@
   }
   // A box that scrolls sideways (a long equation, a wide table, a long code line) gets class site-scrolls,
   // which draws the fading edge that tells the reader there is more (site.css).
-  const BOXES = '.bd-article div.math, .bd-article span.math, .bd-article pre, .bd-article .pst-scrollable-table-container, .bd-article .table-wrapper, .bd-article figure, .bd-article .cell_output';
+  const BOXES = '.bd-article div.math, .bd-article span.math, .bd-article pre, .bd-article .pst-scrollable-table-container, .bd-article .table-wrapper, .bd-article figure, .bd-article .cell_output, .bd-article div.animation';
   // every figure's pixel width as --nw: on a phone site.css keeps a figure at >= 0.8 of it (legible text)
   function markFigure(img) {
     if (img.naturalWidth) { img.style.setProperty('--nw', String(img.naturalWidth)); markScrolling(); }
