@@ -60,7 +60,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("DDPM_SITE_DIR", ROOT / "_build" / "html")).resolve()
@@ -97,25 +96,12 @@ pytestmark = pytest.mark.timeout(600)
 
 
 # ----------------------------------------------------------------------------- the toc's pages
-def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
-    """Every ``file`` of the Jupyter Book toc (root, parts, chapters, sections), in reading order."""
-    toc = yaml.safe_load(toc_path.read_text())
-    out: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    out.append(str(node[key]))
-            for key in ("parts", "chapters", "sections"):
-                for child in node.get(key, []) or []:
-                    walk(child)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    walk(toc)
-    return [re.sub(r"\.(md|ipynb|rst)$", "", f) for f in out]
+def toc_files() -> list[str]:
+    """Every page of ``_toc.yml`` in reading order (``scripts.toc``, the one reader of the toc), extension-less."""
+    spec = importlib.util.spec_from_file_location("ddpm_scripts_toc", ROOT / "scripts" / "toc.py")
+    toc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toc)
+    return [re.sub(r"\.(md|ipynb|rst)$", "", f) for f in toc.toc_files(ROOT)]
 
 
 PAGES = toc_files()
