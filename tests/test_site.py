@@ -1,32 +1,40 @@
 """The built book, checked in a real browser (headless Debian chromium through Selenium), offline.
 
-Run after the book is built (``make book``, i.e. ``jupyter-book build . -W``)::
+Run after the book is built (``make book``, i.e. ``jupyter-book build . -W``, its log kept in ``_build/build.log``)::
 
     pytest tests/test_site.py
 
 The site is ``_build/html`` unless ``DDPM_SITE_DIR`` names another built site. If it is not built
 the tests FAIL ("run make book first"); they skip only when ``DDPM_SITE_SKIP_UNBUILT=1`` is set.
 The site is served on 127.0.0.1 (a free port) and chromium runs with every host name except
-127.0.0.1 resolving to nothing, as on a machine with no network. One browser session; every page of
-``_toc.yml`` is loaded once at 1280 px and once at 390 px (phone) and the facts are shared by the tests:
+127.0.0.1 resolving to nothing, as on a machine with no network. Two browser sessions, one at 1280 px and
+one at 390 px (a phone, emulated), run side by side; each loads every page of ``_toc.yml`` once and the
+tests share what it measured:
 
 - maths: typeset at build time (every ``.math`` node holds an ``mjx-container``, no MathJax error or
-  undefined macro), no MathJax script shipped to the reader;
+  undefined macro), no MathJax script shipped to the reader; each formula keeps its TeX source as its
+  accessible name (``role="math"``, ``aria-label``);
 - every image has loaded; every request went to 127.0.0.1 (DevTools log); every internal link and
   local asset answers 200 and a link's ``#anchor`` exists; no console error;
-- layout, at 1280 and 390 px: no equation, table, figure, image, code block or output sticks out of
-  the text column unless it sits in its own horizontal scroll box that stays inside the column; no
-  content is clipped by a box that hides overflow; a box that scrolls shows a cue (a gradient edge);
-  at 1280 px no equation or table needs to scroll at all;
+- layout, at 1280 and 390 px: nothing sticks out of the text column unless it sits in its own horizontal
+  scroll box inside the column, with a cue (a gradient edge); no content is clipped. At 1280 px no code,
+  maths, table or figure is wider than its column, scroll box or not, and a code cell holds the
+  formatter's line length (pyproject.toml). At 390 px every displayed equation starts at its scroll box's
+  left edge and the box's scroll range reaches its right end; figures keep their text >= 10 px;
+- accessibility: axe-core (npm, pinned by package-lock.json, installed by ``make install``) on every page
+  at both widths: no serious or critical violation, nor any of ``AXE_ALWAYS``;
+- commands: every shell command shown parses with the CLI's own parser and holds no smart dash or quote;
 - every figure (image or animation) is in a ``<figure>`` with a caption and real alt text; in a
   chapter, figures, equations and exercises carry the chapter's number ("Fig. 3.2", "(4.7)");
-- reader text (the article, title and sidebar) has no internal label (``INTERNAL_LABEL``) and no file
-  names in titles;
-- a page loads at most ``PAGE_BUDGET`` bytes (everything: HTML, scripts, styles, fonts, images);
-- the menu (☰) and "On this page" open and close at 390 px, ☰ collapses the sidebar at 1280 px;
-- the cheat sheet's PDF (``_build/cheatsheet.pdf``, also ``<site>/cheatsheet.pdf``, linked by its
-  page) has at most 4 pages;
-- the bibliography gives every paper a DOI or arXiv link; the API page copies no PyTorch boilerplate.
+- reader text has no internal label (``INTERNAL_LABEL``), no commit hash, ``.py``/``.json`` name or
+  ``glue(`` outside code, no file names in titles, no doubled chapter number in titles or prev/next;
+- weight: a page's own files (HTML, figures) at most ``PAGE_BUDGET`` bytes; the shared files (``_static``)
+  at most ``SHARED_BUDGET``, each counted once;
+- the menu (☰) and "On this page" open and close at 390 px ("On this page" also on a tap of its links),
+  ☰ collapses the sidebar at 1280 px;
+- the cheat sheet's PDF (``make cheatsheet``; printed by the test if absent) has at most 4 pages;
+- the bibliography gives every paper a DOI or arXiv link; the API page copies no PyTorch boilerplate;
+- the installed versions of the site's packages are requirements.txt's pins; the build log has no warning.
 
 Plus: no HTML or CSS file of the site loads anything from another host; the search page finds
 "Jensen" and names its results by title.
@@ -727,7 +735,7 @@ def test_maths_is_readable_by_screen_readers(site):
     """Build-time CommonHTML draws glyphs with CSS: every formula keeps its TeX source as its accessible name."""
     for f in CHAPTERS:
         html = (site / f"{f}.html").read_text("utf-8", "replace")
-        containers = re.findall(r"<mjx-container\b[^>]*>", html)
+        containers = re.findall(r'<mjx-container\b(?:[^>"]|"[^"]*")*>', html)
         unnamed = [c[:120] for c in containers if 'role="math"' not in c or not re.search(r'aria-label="[^"]+"', c)]
         assert containers and not unnamed, f"{f}: {len(unnamed)} formula(s) without role=math and a TeX aria-label"
 

@@ -19,7 +19,7 @@
   }
   // A box that scrolls sideways (a long equation, a wide table, a long code line) gets class site-scrolls,
   // which draws the fading edge that tells the reader there is more (site.css).
-  const BOXES = '.bd-article div.math, .bd-article span.math, .bd-article pre, .bd-article .pst-scrollable-table-container, .bd-article .table-wrapper, .bd-article figure, .bd-article .cell_output';
+  const BOXES = '.bd-article div.math, .bd-article span.math, .bd-article pre, .bd-article .pst-scrollable-table-container, .bd-article .table-wrapper, .bd-article figure, .bd-article .cell_output, .bd-article div.animation';
   // every figure's pixel width as --nw: on a phone site.css keeps a figure at >= 0.8 of it (legible text)
   function markFigure(img) {
     if (img.naturalWidth) { img.style.setProperty('--nw', String(img.naturalWidth)); markScrolling(); }
@@ -58,6 +58,19 @@
       side.setAttribute('role', 'complementary');
       side.setAttribute('aria-label', 'Book contents and search');
     }
+    // the colour-mode button is named "Color mode"; its icons (drawn by Font Awesome) are decoration
+    document.querySelectorAll('.theme-switch-button svg, .theme-switch-button i').forEach(function (el) {
+      el.setAttribute('aria-hidden', 'true');
+      el.removeAttribute('role');
+      el.removeAttribute('aria-labelledby');
+      el.removeAttribute('title');
+      el.querySelectorAll('title').forEach(function (t) { t.remove(); });
+    });
+    // docutils writes the bibliography as role="list" with links among its entries: a list it is not
+    document.querySelectorAll('.citation-list[role="list"]').forEach(function (el) {
+      if (Array.from(el.children).some(function (c) { return c.getAttribute('role') !== 'listitem'; })) el.removeAttribute('role');
+    });
+    document.querySelectorAll('[role="doc-biblioentry"]').forEach(function (el) { el.removeAttribute('role'); });
     document.querySelectorAll('.animation input[type="range"]:not([aria-label])').forEach(function (el) {
       el.setAttribute('aria-label', 'Animation frame');
     });
@@ -70,6 +83,9 @@
     markFigures();
     markScrolling();
     nameControls();
+    // Font Awesome replaces the icons with SVGs after this runs: name the controls again when it has
+    const bar = document.querySelector('.theme-switch-button');
+    if (bar && window.MutationObserver) new MutationObserver(nameControls).observe(bar, {childList: true, subtree: true});
     forward('.primary-toggle');
     forward('.secondary-toggle');
     document.querySelectorAll('dialog#pst-primary-sidebar-modal, dialog#pst-secondary-sidebar-modal').forEach(function (d) {
