@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", default="ddpm_before", help="importable name of the earlier package (default ddpm_before)")
     ap.add_argument("--budget", type=float, default=float("inf"), help="seconds for the whole script (default: no limit)")
-    ap.add_argument("--steps", type=int, default=120, help="training steps per measurement (default 120)")
+    ap.add_argument("--steps", type=int, default=80, help="training steps per measurement (default 80)")
     ap.add_argument("--rounds", type=int, default=2, help="before/after alternations per measurement (default 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed DDIM-50 runs (default 5)")
     ap.add_argument("--recipes", default=",".join(RECIPES), help=f"training recipes (default: all of {', '.join(RECIPES)})")
@@ -109,17 +109,6 @@ def main(argv=None) -> int:
     g = torch.Generator(device=device).manual_seed(0)
     pool = torch.randn(4096 if cuda else 16, 3, 32, 32, device=device, generator=g).clamp_(-1, 1)
 
-    for recipe in recipes:
-        for rnd in range(args.rounds):
-            for side, pkg in pkgs.items():
-                label = f"{side}:{recipe}"
-                with rec.stage(f"{label}:{rnd}", need=45) as ok:
-                    if ok:
-                        torch._dynamo.reset()
-                        r = train_rate(pkg, sd, pool, recipe, args.steps, batch, device)
-                        rec["train"].setdefault(label, []).append(r)
-                        print(label, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
-
     x_T = torch.randn(n_img, 3, 32, 32, device=device, generator=torch.Generator(device=device).manual_seed(123))
     samples = {}
     for side, pkg in pkgs.items():
@@ -133,6 +122,17 @@ def main(argv=None) -> int:
         a, b = samples["after"], samples["before"]
         rec["ddim"]["after_vs_before_rel_l2"] = float((a - b).norm() / b.norm())
     torch._dynamo.reset()
+
+    for recipe in recipes:
+        for rnd in range(args.rounds):
+            for side, pkg in pkgs.items():
+                label = f"{side}:{recipe}"
+                with rec.stage(f"{label}:{rnd}", need=45) as ok:
+                    if ok:
+                        torch._dynamo.reset()
+                        r = train_rate(pkg, sd, pool, recipe, args.steps, batch, device)
+                        rec["train"].setdefault(label, []).append(r)
+                        print(label, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
 
     summary = {}
     for recipe in recipes:
