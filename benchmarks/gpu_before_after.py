@@ -1,5 +1,5 @@
-"""Speed of the package before and after a change, in one process on one card: training (``pkg.train``) and
-DDIM-50 of 256 images (``pkg.FastEps``), for the DDPM CIFAR-10 U-Net.
+"""Speed of the package before and after a change, and against diffusers, in one process on one card: training
+(``pkg.train``) and DDIM-50 of 256 images (``pkg.FastEps``), for the DDPM CIFAR-10 U-Net.
 
     python -m benchmarks.gpu_before_after --before ddpm_before    # -> $OUT/before_after.json
     python -m benchmarks.gpu_before_after --quick                  # a tiny CPU run that checks the script
@@ -12,6 +12,13 @@ falls on both. Training recipes (flags as a user types them): ``fp32`` (eager), 
 ``bf16+compile+cudagraphs+channels-last`` (``compile_mode="reduce-overhead"``, ``channels_last=True``: the
 earlier package's fastest flags). The same initial weights and data for both; the DDIM samples of the two packages
 are compared (same weights, same x_T): they differ by bf16 rounding alone.
+
+With ``--peer`` (diffusers installed): diffusers' ``UNet2DModel`` in its ``train_unconditional`` step
+(``benchmarks.common.PeerTrainer``) in bf16 + ``torch.compile`` and in its fastest mode (reduce-overhead,
+channels-last, fused AdamW), and in its DDIM loop compiled with CUDA graphs; the forward FLOPs and the card's
+measured bf16 matrix rate (MFU). With ``--curve-steps N`` and Fashion-MNIST's test images: the loss curves of
+fp32 eager and ``bf16+compile`` from the same start and draws. Stages run in order of importance and are skipped
+(and say so) when ``--budget`` runs out.
 """
 
 from __future__ import annotations
@@ -68,14 +75,66 @@ def ddim_time(pkg, sd, x_T, steps: int, repeats: int, cuda: bool) -> tuple[dict,
     return {"median_s": common.median(ts), "repeats_s": ts, "compile_and_first_run_s": first}, x0.float().cpu()
 
 
+PEER_RECIPES = {"bf16+compile": dict(bf16=True, compile="default", channels_last=False, fused=False),
+                "bf16+compile+cudagraphs+channels-last": dict(bf16=True, compile="reduce-overhead", channels_last=True,
+                                                              fused=True)}
+
+
+def peer_train_rate(data, batch: int, recipe: str, warmup: int, steps: int) -> dict:
+    tr = common.PeerTrainer(common.peer_unet(), data, batch, **PEER_RECIPES[recipe])
+    for _ in range(warmup):
+        tr.step()
+
+    def k_steps():
+        for _ in range(steps):
+            tr.step()
+
+    ts = common.cuda_time(k_steps, repeats=2, warmup=0)
+    return {"img_per_s": batch * steps / common.median(ts), "repeats_s": ts, "steps": steps, "warmup_steps": warmup,
+            "through": "benchmarks.common.PeerTrainer (train_unconditional's step)"}
+
+
+def peer_ddim_time(x_T, steps: int, repeats: int) -> dict:
+    from .gpu_sample import PeerSampler
+
+    t0 = time.perf_counter()
+    ps = PeerSampler(x_T.device, compile=True, bf16=True)
+    ps("ddim", steps, x_T)
+    first = time.perf_counter() - t0
+    ts = common.cuda_time(lambda: ps("ddim", steps, x_T), repeats=repeats, warmup=1)
+    return {"median_s": common.median(ts), "repeats_s": ts, "compile_and_first_run_s": first,
+            "what": "diffusers' DDIMScheduler loop, UNet2DModel bf16 + channels-last + torch.compile reduce-overhead"}
+
+
+def loss_curves(pkg, sd, data, batch: int, steps: int, device) -> dict:
+    """``pkg.train``'s losses in fp32 eager and in bf16 + compile (the user's flags), same start and draws."""
+    curves = {}
+    for recipe in ("fp32", "bf16+compile"):
+        torch._dynamo.reset()
+        model = pkg.UNet.preset("ddpm-cifar10")
+        model.load_state_dict(sd)
+        cfg = pkg.TrainConfig(steps=steps, batch_size=batch, lr=2e-4, warmup=100, grad_clip=1.0, log_every=steps,
+                              device=device.type, seed=1, **RECIPES[recipe])
+        res = pkg.train(model, pkg.Schedule.linear(T=1000), data, cfg, progress=False)
+        curves[recipe] = [float(v) for v in res.losses]
+    w = max(1, steps // 10)
+    means = {m: [sum(c[i:i + w]) / w for i in range(0, len(c) - w + 1, w)] for m, c in curves.items()}
+    rel = [abs(a - b) / b for a, b in zip(means["bf16+compile"], means["fp32"])]
+    return {"recipes": list(curves), "batch": batch, "steps": steps, "window": w, "window_means": means,
+            "raw": curves, "max_rel_diff_window_means": max(rel), "final_window_rel_diff": rel[-1]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", default="ddpm_before", help="importable name of the earlier package (default ddpm_before)")
     ap.add_argument("--budget", type=float, default=float("inf"), help="seconds for the whole script (default: no limit)")
     ap.add_argument("--steps", type=int, default=80, help="training steps per measurement (default 80)")
-    ap.add_argument("--rounds", type=int, default=2, help="before/after alternations per measurement (default 2)")
+    ap.add_argument("--rounds", type=int, default=1, help="before/after alternations per measurement (default 1)")
     ap.add_argument("--repeats", type=int, default=5, help="timed DDIM-50 runs (default 5)")
-    ap.add_argument("--recipes", default=",".join(RECIPES), help=f"training recipes (default: all of {', '.join(RECIPES)})")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help=f"training recipes, in order (default {','.join(RECIPES)})")
+    ap.add_argument("--peer", action="store_true", help="also diffusers, the FLOPs and the matrix rate (see above)")
+    ap.add_argument("--curve-steps", type=int, default=0, help="steps of the fp32 / bf16+compile loss curves (0: none)")
+    ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's t10k IDX files (for the curves)")
     ap.add_argument("--name", default="before_after.json", help="output file name (default before_after.json)")
     ap.add_argument("--quick", action="store_true", help="a tiny CPU run that checks the script")
     args = ap.parse_args(argv)
@@ -99,25 +158,40 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     torch.backends.cudnn.benchmark = True
     if args.quick:
-        recipes, args.steps, args.rounds, args.repeats = ["fp32"], 8, 1, 1
+        recipes, args.steps, args.rounds, args.repeats, args.curve_steps = ["fp32"], 8, 1, 1, min(args.curve_steps, 4)
     batch, n_img, ddim_steps = (4, 4, 3) if args.quick else (128, 256, 50)
     rec = common.Record(args.name, vars(args), budget=args.budget)
-    rec["what"] = ("the package before and after, alternating in one process: ddpm.train img/s at batch "
-                   f"{batch} and DDIM-{ddim_steps} seconds for {n_img} images (FastEps, bf16)")
+    rec["what"] = ("the package before and after (and diffusers with --peer), in one process: ddpm.train img/s at "
+                   f"batch {batch} and DDIM-{ddim_steps} seconds for {n_img} images (FastEps, bf16)")
     rec["train"], rec["ddim"] = {}, {}
     sd = weights(after)
     g = torch.Generator(device=device).manual_seed(0)
-    pool = torch.randn(4096 if cuda else 16, 3, 32, 32, device=device, generator=g).clamp_(-1, 1)
+    pool = torch.randn(4096 if cuda else 16, 3, 32, 32, device=device, generator=g).clamp_(-1, 1)  # not zeros
+
+    if args.peer:
+        with rec.stage("models", need=20) as ok:
+            if ok:
+                x1, t1 = torch.randn(1, 3, 32, 32, device=device), torch.tensor([500], device=device)
+                m = {"ours": after.UNet.preset("ddpm-cifar10"), "peer": common.peer_eps(common.peer_unet())}
+                rec["models"] = {k: {"params": common.num_params(v),
+                                     "fwd_flops": common.forward_flops(v.to(device).eval(), x1, t1)}
+                                 for k, v in m.items()}
+                if cuda:
+                    rec["matmul_bf16_flops"] = common.matmul_peak()
+                print("models", rec["models"], rec.data.get("matmul_bf16_flops"), flush=True)
 
     x_T = torch.randn(n_img, 3, 32, 32, device=device, generator=torch.Generator(device=device).manual_seed(123))
     samples = {}
-    for side, pkg in pkgs.items():
+    for side in ["after", "before"] + (["peer"] if args.peer and cuda else []):
         with rec.stage(f"{side}:ddim", need=45) as ok:
             if ok:
                 torch._dynamo.reset()
-                r, samples[side] = ddim_time(pkg, sd, x_T, ddim_steps, args.repeats, cuda)
+                if side == "peer":
+                    r = peer_ddim_time(x_T, ddim_steps, args.repeats)
+                else:
+                    r, samples[side] = ddim_time(pkgs[side], sd, x_T, ddim_steps, args.repeats, cuda)
                 rec["ddim"][side] = r
-                print(side, "ddim", f"{r['median_s']:.3f} s", flush=True)
+                print(side, "ddim", f"{r['median_s']:.3f} s", f"t={rec.elapsed():.0f}s", flush=True)
     if len(samples) == 2:
         a, b = samples["after"], samples["before"]
         rec["ddim"]["after_vs_before_rel_l2"] = float((a - b).norm() / b.norm())
@@ -125,24 +199,57 @@ def main(argv=None) -> int:
 
     for recipe in recipes:
         for rnd in range(args.rounds):
-            for side, pkg in pkgs.items():
+            sides = ["before", "after"] + (["peer"] if args.peer and cuda and rnd == 0 and recipe in PEER_RECIPES else [])
+            for side in sides:
                 label = f"{side}:{recipe}"
                 with rec.stage(f"{label}:{rnd}", need=45) as ok:
-                    if ok:
-                        torch._dynamo.reset()
-                        r = train_rate(pkg, sd, pool, recipe, args.steps, batch, device)
-                        rec["train"].setdefault(label, []).append(r)
-                        print(label, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
+                    if not ok:
+                        continue
+                    torch._dynamo.reset()
+                    if side == "peer":
+                        r = peer_train_rate(pool, batch, recipe, 8, max(10, args.steps // 2))
+                    else:
+                        r = train_rate(pkgs[side], sd, pool, recipe, args.steps, batch, device)
+                    if "models" in rec.data:
+                        flops = rec["models"]["peer" if side == "peer" else "ours"]["fwd_flops"]
+                        r["tflops"] = 3 * flops * r["img_per_s"] / 1e12  # forward + backward ~ 3 forwards
+                        if "matmul_bf16_flops" in rec.data:
+                            r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / rec["matmul_bf16_flops"]
+                    rec["train"].setdefault(label, []).append(r)
+                    print(label, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
+
+    if args.curve_steps:
+        with rec.stage("loss_curve", need=90) as ok:
+            if ok:
+                fm = after.data.load_mnist_like("fashion-mnist", data_dir=args.data_dir, split="test")
+                fm = torch.nn.functional.pad(fm, (2, 2, 2, 2), value=-1.0).repeat(1, 3, 1, 1).to(device)  # (N, 3, 32, 32)
+                rec["loss_curve"] = loss_curves(after, sd, fm[:64] if args.quick else fm, batch, args.curve_steps, device)
+                print("loss curve: largest relative gap of the window means",
+                      round(rec["loss_curve"]["max_rel_diff_window_means"], 4), flush=True)
 
     summary = {}
     for recipe in recipes:
-        vals = {s: [r["img_per_s"] for r in rec["train"].get(f"{s}:{recipe}", [])] for s in pkgs}
-        if all(vals.values()):
-            summary[f"train:{recipe}"] = {s: max(v) for s, v in vals.items()}
-            summary[f"train:{recipe}"]["after_over_before"] = max(vals["after"]) / max(vals["before"])
-    if "before" in rec["ddim"] and "after" in rec["ddim"]:
-        summary["ddim"] = {s: rec["ddim"][s]["median_s"] for s in pkgs}
-        summary["ddim"]["before_over_after"] = rec["ddim"]["before"]["median_s"] / rec["ddim"]["after"]["median_s"]
+        best = {s: max((r["img_per_s"] for r in rec["train"].get(f"{s}:{recipe}", [])), default=None)
+                for s in ("before", "after", "peer")}
+        row = {k: v for k, v in best.items() if v}
+        if best["before"] and best["after"]:
+            row["after_over_before"] = best["after"] / best["before"]
+        if best["peer"] and best["after"]:
+            row["after_over_peer"] = best["after"] / best["peer"]
+        if row:
+            summary[f"train:{recipe}"] = row
+    peer_best = max((r["img_per_s"] for k, rs in rec["train"].items() if k.startswith("peer:") for r in rs), default=None)
+    user = max((r["img_per_s"] for r in rec["train"].get("after:bf16+compile", [])), default=None)
+    if peer_best and user:
+        summary["train:user_flags_over_peer_fastest"] = {"ratio": user / peer_best}
+    d = rec["ddim"]
+    row = {s: d[s]["median_s"] for s in ("before", "after", "peer") if s in d}
+    if "before" in row and "after" in row:
+        row["before_over_after"] = row["before"] / row["after"]
+    if "peer" in row and "after" in row:
+        row["after_time_over_peer"] = row["after"] / row["peer"]
+    if row:
+        summary["ddim"] = row
     rec["summary"] = summary
     for k, v in summary.items():
         print(k, {a: round(b, 3) for a, b in v.items()}, flush=True)
