@@ -27,7 +27,7 @@ def pytest_counts(text: str) -> dict:
 
 def environment_of(d: dict) -> dict:
     """The environment record of one result file, wherever the script keeps it."""
-    env = next((d[k] for k in ("env", "environment", "machine") if isinstance(d.get(k), dict)), {})
+    env = next((d[k] for k in ("env", "environment", "machine") if isinstance(d.get(k), dict)), d)
     return {k: env[k] for k in ENV_KEYS if k in env}
 
 
