@@ -135,6 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--peer", action="store_true", help="also diffusers, the FLOPs and the matrix rate (see above)")
     ap.add_argument("--curve-steps", type=int, default=0, help="steps of the fp32 / bf16+compile loss curves (0: none)")
     ap.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's t10k IDX files (for the curves)")
+    ap.add_argument("--train-first", action="store_true", help="the training stages before DDIM-50 (default: DDIM first)")
     ap.add_argument("--name", default="before_after.json", help="output file name (default before_after.json)")
     ap.add_argument("--quick", action="store_true", help="a tiny CPU run that checks the script")
     args = ap.parse_args(argv)
@@ -180,43 +181,50 @@ def main(argv=None) -> int:
                     rec["matmul_bf16_flops"] = common.matmul_peak()
                 print("models", rec["models"], rec.data.get("matmul_bf16_flops"), flush=True)
 
-    x_T = torch.randn(n_img, 3, 32, 32, device=device, generator=torch.Generator(device=device).manual_seed(123))
-    samples = {}
-    for side in ["after", "before"] + (["peer"] if args.peer and cuda else []):
-        with rec.stage(f"{side}:ddim", need=45) as ok:
-            if ok:
-                torch._dynamo.reset()
-                if side == "peer":
-                    r = peer_ddim_time(x_T, ddim_steps, args.repeats)
-                else:
-                    r, samples[side] = ddim_time(pkgs[side], sd, x_T, ddim_steps, args.repeats, cuda)
-                rec["ddim"][side] = r
-                print(side, "ddim", f"{r['median_s']:.3f} s", f"t={rec.elapsed():.0f}s", flush=True)
-    if len(samples) == 2:
-        a, b = samples["after"], samples["before"]
-        rec["ddim"]["after_vs_before_rel_l2"] = float((a - b).norm() / b.norm())
-    torch._dynamo.reset()
-
-    for recipe in recipes:
-        for rnd in range(args.rounds):
-            sides = ["before", "after"] + (["peer"] if args.peer and cuda and rnd == 0 and recipe in PEER_RECIPES else [])
-            for side in sides:
-                label = f"{side}:{recipe}"
-                with rec.stage(f"{label}:{rnd}", need=45) as ok:
-                    if not ok:
-                        continue
+    def ddim_stages():
+        x_T = torch.randn(n_img, 3, 32, 32, device=device, generator=torch.Generator(device=device).manual_seed(123))
+        samples = {}
+        for side in ["after", "before"] + (["peer"] if args.peer and cuda else []):
+            with rec.stage(f"{side}:ddim", need=45) as ok:
+                if ok:
                     torch._dynamo.reset()
                     if side == "peer":
-                        r = peer_train_rate(pool, batch, recipe, 8, max(10, args.steps // 2))
+                        r = peer_ddim_time(x_T, ddim_steps, args.repeats)
                     else:
-                        r = train_rate(pkgs[side], sd, pool, recipe, args.steps, batch, device)
-                    if "models" in rec.data:
-                        flops = rec["models"]["peer" if side == "peer" else "ours"]["fwd_flops"]
-                        r["tflops"] = 3 * flops * r["img_per_s"] / 1e12  # forward + backward ~ 3 forwards
-                        if "matmul_bf16_flops" in rec.data:
-                            r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / rec["matmul_bf16_flops"]
-                    rec["train"].setdefault(label, []).append(r)
-                    print(label, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
+                        r, samples[side] = ddim_time(pkgs[side], sd, x_T, ddim_steps, args.repeats, cuda)
+                    rec["ddim"][side] = r
+                    print(side, "ddim", f"{r['median_s']:.3f} s", f"t={rec.elapsed():.0f}s", flush=True)
+        if len(samples) == 2:
+            a, b = samples["after"], samples["before"]
+            rec["ddim"]["after_vs_before_rel_l2"] = float((a - b).norm() / b.norm())
+        torch._dynamo.reset()
+
+
+    def train_stages():
+        for recipe in recipes:
+            for rnd in range(args.rounds):
+                sides = ["before", "after"] + (["peer"] if args.peer and cuda and rnd == 0 and recipe in PEER_RECIPES else [])
+                for side in sides:
+                    label = f"{side}:{recipe}"
+                    with rec.stage(f"{label}:{rnd}", need=45) as ok:
+                        if not ok:
+                            continue
+                        torch._dynamo.reset()
+                        if side == "peer":
+                            r = peer_train_rate(pool, batch, recipe, 8, max(10, args.steps // 2))
+                        else:
+                            r = train_rate(pkgs[side], sd, pool, recipe, args.steps, batch, device)
+                        if "models" in rec.data:
+                            flops = rec["models"]["peer" if side == "peer" else "ours"]["fwd_flops"]
+                            r["tflops"] = 3 * flops * r["img_per_s"] / 1e12  # forward + backward ~ 3 forwards
+                            if "matmul_bf16_flops" in rec.data:
+                                r["mfu_vs_measured_matmul"] = r["tflops"] * 1e12 / rec["matmul_bf16_flops"]
+                        rec["train"].setdefault(label, []).append(r)
+                        print(label, f"{r['img_per_s']:,.0f} img/s", f"t={rec.elapsed():.0f}s", flush=True)
+
+
+    for stages in ((train_stages, ddim_stages) if args.train_first else (ddim_stages, train_stages)):
+        stages()
 
     if args.curve_steps:
         with rec.stage("loss_curve", need=90) as ok:

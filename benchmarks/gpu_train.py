@@ -153,7 +153,7 @@ def profile_ours(data, batch: int, recipe: str, steps: int, top: int = 15) -> di
 
 BUCKETS = ("convolution", "GEMM/attention", "normalization/elementwise", "Triton GroupNorm (package)", "copy",
            "optimizer/EMA", "other")
-# the kernels of ddpm.nets._gn_triton (they carry their own names, not inductor's triton_ prefix)
+# the kernels of ddpm.gpu._gn_triton (they carry their own names, not inductor's triton_ prefix)
 PACKAGE_GN_KERNELS = ("_stats_kernel", "_fwd_kernel", "_fwd_combine_kernel", "_fwd_apply_kernel", "_bwd_reduce_kernel",
                       "_bwd_combine_kernel", "_bwd_apply_kernel")
 
