@@ -63,9 +63,12 @@ def gpu_lines() -> list[str]:
         if lc:
             lines.append(f"| loss curve, fp32 eager against `--bf16 --compile` ({lc['steps']} steps, same start and draws) | "
                          f"window means within {100 * lc['max_rel_diff_window_means']:.1f}% |")
+    if not ba:
+        lines += ["GPU speed of this version: not measured yet (the book's GPU appendix gives the earlier version's "
+                  "figures).", ""]
     if fa:
         fd = fa["fd"]
-        if not lines:
+        if not ba:
             lines += ["| measurement | result |", "|---|---|"]
         lines += [
             f"| Fashion-MNIST Frechet distance, DDIM-50 (eta 0) over DDPM-1000 | {fa['fd_ddim50_over_ddpm1000']:.2f} "
