@@ -26,18 +26,18 @@ Chapter 7 reads the JSON; chapter 6 loads the checkpoint. Nothing here is typed 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
+import json
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 import ddpm
+if __package__ in (None, ""):  # run as a file (python benchmarks/x.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,24 +46,9 @@ STEPS = (5, 10, 20, 50, 100, 1000)
 ETAS = (0.0, 0.5, 1.0)
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - a copy without .git still records the rest
-        return os.environ.get("GIT_COMMIT", "unknown")
-
-
 def machine(device: torch.device) -> dict:
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "git_commit": git_commit(),
-    }
+    """The shared environment record (``benchmarks.common.environment``)."""
+    return environment(device)
 
 
 def sync(device: torch.device) -> None:

@@ -12,21 +12,22 @@ same in every process (book/conftest.py sets the same for nbval).
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import nbformat
-import torch
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script: scripts/ is a package of the repository
+if __package__ in (None, ""):  # run as a file (python benchmarks/x.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import environment  # noqa: E402
+
 from scripts.toc import notebooks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -46,24 +47,13 @@ def main() -> None:
         if args.inplace:
             nbformat.write(nb, path)
         print(f"{rows[-1]['notebook']:45s} {rows[-1]['seconds']:7.1f} s", flush=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = "unknown"
     out = {
         "benchmark": "book_timing",
         "what": "wall time to execute each notebook in a fresh kernel (nbclient), one after another",
         "notebooks": rows,
         "total_seconds": round(sum(r["seconds"] for r in rows), 1),
         "limit_seconds": 600,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.machine(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
-        "commit": commit,
+        "machine": environment("cpu"),
     }
     if args.only is not None:
         return  # a partial run is not a timing of the book

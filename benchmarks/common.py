@@ -42,29 +42,36 @@ DIFFUSERS_DDPM_CIFAR10 = dict(
 
 
 # ---------------------------------------------------------------------------------------------- record
-def environment() -> dict:
-    """Card, library versions and commit: stored beside every measured number."""
+def environment(device: torch.device | str | None = None) -> dict:
+    """The one record of where a number was measured, stored beside every measured number by every script: the
+    device (``device_name``: the card, or the processor), library versions, CPU count and torch threads, the
+    commit (``GIT_COMMIT`` where the copy has no git metadata) and the time. ``device``: the device measured
+    (default: CUDA where available)."""
+    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     env = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "commit": os.environ.get("GIT_COMMIT") or _git_commit(),
         # True where the tracked files differ from that commit (a device copy's git metadata can be stale:
         # set GIT_COMMIT there); None where git cannot tell
         "git_dirty": None if os.environ.get("GIT_COMMIT") else _git_dirty(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        env.update(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), sms=p.multi_processor_count,
-                   memory_gib=round(p.total_memory / 2**30, 1))
+    if dev.type == "cuda" and torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(dev)
+        env.update(device=torch.cuda.get_device_name(dev), device_name=torch.cuda.get_device_name(dev),
+                   gpus=torch.cuda.device_count(), sms=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1))
     else:
-        env.update(device="cpu", gpus=0, cpu_count=os.cpu_count())
+        env.update(device="cpu", device_name=platform.processor() or platform.machine(), gpus=0)
     try:
-        import diffusers
+        from importlib.metadata import PackageNotFoundError, version
 
-        env["diffusers"] = diffusers.__version__
-    except ImportError:
+        env["diffusers"] = version("diffusers")
+    except (ImportError, PackageNotFoundError):
         env["diffusers"] = None
     return env
 

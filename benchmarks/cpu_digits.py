@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,18 +30,14 @@ from pathlib import Path
 import torch
 
 import ddpm
+if __package__ in (None, ""):  # run as a file (python benchmarks/x.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import environment  # noqa: E402
 from ddpm.features import confident_fraction
 from ddpm.plotting import save_figure
 from ddpm.metrics import distance_report
 
 HERE = Path(__file__).resolve().parent
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def noise_confident_fraction(n: int) -> float:
@@ -146,17 +140,12 @@ def main(argv=None) -> int:
         "total_train_seconds": round(train_seconds, 1),
         "evaluations": evals,
         "machine": {
-            "cpu_count": os.cpu_count(),
+            **environment("cpu"),
             "torch_threads": a.threads,
-            "processor": platform.processor() or platform.machine(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "torch": str(torch.__version__),
             "load_average_1min_at_start": load_start,
             "load_average_1min_at_end": os.getloadavg()[0],
             "note": "a shared 2-core machine: other jobs ran at the same time, so these times are upper bounds",
         },
-        "git_commit": git_commit(),
         "command": "python benchmarks/cpu_digits.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
     }

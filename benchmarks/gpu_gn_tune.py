@@ -1,5 +1,5 @@
-"""The package's Triton GroupNorm kernels alone (``ddpm.nets._gn_triton``), forward and backward, on every
-normalisation shape of the DDPM CIFAR-10 U-Net, for a grid of launch parameters (``_gn_triton.TUNING``), against
+"""The package's Triton GroupNorm kernels alone (``ddpm.gpu._gn_triton``), forward and backward, on every
+normalisation shape of the DDPM CIFAR-10 U-Net, for a grid of launch parameters (``ddpm.gpu.GroupNormTuning``), against
 the compiler's own kernels for the same function.
 
     python -m benchmarks.gpu_gn_tune                 # -> $OUT/gn_tune.json (or benchmarks/results/gn_tune.json)
@@ -10,7 +10,7 @@ whether a shift, a SiLU and dropout come with it, and how many calls per forward
 batch as forward + backward of ``group_norm_act`` in bf16 on channels-last memory, replayed in a CUDA graph
 (``triton.testing.do_bench_cudagraph``, so host launch costs are left out); the compiler's version is
 ``torch.compile`` of ``x + shift -> group_norm -> silu -> dropout -> bf16``, timed the same way. The report gives,
-weighted by calls per step: the package's defaults, the best single setting of ``TUNING``, the best setting per
+weighted by calls per step: the package's defaults, the best single setting of ``GroupNormTuning``, the best setting per
 shape, and the compiler.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import itertools
 import os
 import sys
@@ -25,6 +26,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from ddpm.gpu import GroupNormTuning
 
 from . import common
 
@@ -34,23 +37,26 @@ EXTRA = ({"apply_warps": 8}, {"elems": 8192})  # each on the defaults
 
 
 def unet_shapes() -> list[dict]:
-    """Every norm_act call of one training-mode forward pass of the DDPM CIFAR-10 U-Net, with its count."""
-    import ddpm.nets.unet as unet_mod
+    """Every norm_act call of one training-mode forward pass of the accelerated DDPM CIFAR-10 U-Net, with its
+    count (on the CPU, where norm_act runs PyTorch's operators)."""
+    import ddpm
+    from ddpm.gpu import GpuConfig, accelerate
+    from ddpm.gpu import modules as gpu_modules
 
     seen = collections.Counter()
-    real = unet_mod.norm_act
+    real = gpu_modules.norm_act
 
-    def record(norm, x, *, shift=None, silu=True, dropout=0.0):
+    def record(norm, x, gpu, *, shift=None, silu=True, dropout=0.0):
         seen[(x.shape[1], x.shape[2], x.shape[3], norm.num_groups, norm.eps, shift is not None, silu, float(dropout))] += 1
-        return real(norm, x, shift=shift, silu=silu, dropout=dropout)
+        return real(norm, x, gpu, shift=shift, silu=silu, dropout=dropout)
 
-    unet_mod.norm_act = record
+    gpu_modules.norm_act = record
     try:
-        net = unet_mod.UNet.preset("ddpm-cifar10").train()
+        net = accelerate(ddpm.UNet.preset("ddpm-cifar10"), GpuConfig(channels_last=False)).train()
         with torch.no_grad():
             net(torch.randn(1, 3, 32, 32), torch.tensor([500]))
     finally:
-        unet_mod.norm_act = real
+        gpu_modules.norm_act = real
     keys = ("C", "H", "W", "groups", "eps", "shift", "silu", "p")
     return [dict(zip(keys, k), calls_per_forward=n) for k, n in seen.items()]
 
@@ -69,7 +75,7 @@ def bench(fn, cuda: bool) -> float:
 
 def case(shape: dict, batch: int, device):
     """Inputs of one shape, and the two forward + backward functions (ours, the compiler's)."""
-    from ddpm.nets import _gn_triton
+    from ddpm.gpu import _gn_triton
 
     g = torch.Generator(device=device).manual_seed(0)
     C, G, p = shape["C"], shape["groups"], shape["p"]
@@ -82,8 +88,9 @@ def case(shape: dict, batch: int, device):
     seed = torch.tensor([7], dtype=torch.int32, device=device)
     dy = torch.randn(x.shape, device=device, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
 
-    def ours():
-        y = _gn_triton.group_norm_act(x, G, w, b, shape["eps"], shift=shift, silu=shape["silu"], p=p, seed=seed)
+    def ours(tuning=GroupNormTuning()):
+        y = _gn_triton.group_norm_act(x, G, w, b, shape["eps"], shift=shift, silu=shape["silu"], p=p, seed=seed,
+                                      tuning=tuning.as_tuple())
         torch.autograd.grad(y, leaves, dy)
 
     def reference(x, shift, w, b):  # what the compiler sees in the training graph under bf16 autocast
@@ -126,15 +133,13 @@ def main(argv=None) -> int:
         print("gpu_gn_tune needs Triton and a CUDA device (or, with --quick, TRITON_INTERPRET=1 on the CPU)",
               file=sys.stderr)
         return 2
-    from ddpm.nets import _gn_triton
-
     device = torch.device("cuda" if cuda else "cpu")
     batch = 2 if args.quick else args.batch
     rec = common.Record(args.name, vars(args), budget=args.budget)
     shapes = unet_shapes()
     shapes.sort(key=lambda s: -s["calls_per_forward"] * s["C"] * s["H"] * s["W"])  # the most traffic first
     grid = [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())]
-    default = dict(_gn_triton.TUNING)
+    default = dataclasses.asdict(GroupNormTuning())
     grid += [dict(default, **e) for e in EXTRA if dict(default, **e) not in grid]
     if args.quick:
         shapes, grid = shapes[:2], grid[:2]
@@ -151,9 +156,8 @@ def main(argv=None) -> int:
             ours, theirs, ours_fwd, theirs_fwd = case(sh, batch, device)
             times = []
             for cfg in grid:
-                _gn_triton.TUNING.update(cfg)
-                times.append(bench(ours, cuda))
-            _gn_triton.TUNING.update(default)
+                tuning = GroupNormTuning(**cfg)
+                times.append(bench(lambda: ours(tuning), cuda))
             row = dict(sh, label=label, ms=times, compiler_ms=bench(theirs, cuda), fwd_ms=bench(ours_fwd, cuda),
                        compiler_fwd_ms=bench(theirs_fwd, cuda),
                        # the least traffic: forward reads x, writes y; backward reads x and dy, writes dx (bf16)
@@ -165,7 +169,6 @@ def main(argv=None) -> int:
                   f"best {times[row['best']]:.3f} ms {grid[row['best']]}", f"compiler {row['compiler_ms']:.3f} ms",
                   f"fwd {row['fwd_ms']:.3f} vs {row['compiler_fwd_ms']:.3f} ms", f"{row['min_bytes'] / 1e6:.0f} MB",
                   flush=True)
-    _gn_triton.TUNING.update(default)
     if rows:
         n = [r["calls_per_forward"] for r in rows]
         total = lambda i: sum(k * r["ms"][i] for k, r in zip(n, rows))  # noqa: E731

@@ -21,8 +21,7 @@ import time
 import torch
 
 import ddpm
-import ddpm.fast
-import ddpm.nets.fused
+from ddpm.gpu import GpuConfig
 from ddpm.nets.unet import UNet
 
 from . import common
@@ -78,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed DDIM-50 runs (default 5)")
     ap.add_argument("--ddpm-repeats", type=int, default=1, help="timed DDPM-1000 runs (default 1)")
     ap.add_argument("--name", default="sample.json", help="output file name (default sample.json)")
+    ap.add_argument("--stages", default="ab,peer_eager", help="optional stages: ab (ours with the compiler's GroupNorm "
+                    "and layout heuristic), peer_eager (diffusers without compile); default both")
     ap.add_argument("--quick", action="store_true", help="a tiny CPU run that checks the script")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -98,17 +99,17 @@ def main(argv=None) -> int:
     outs = {}
 
     def ours(label: str, force_layout: bool, triton_no_grad: bool = True):
-        """One of ours: ``force_layout`` sets ``ddpm.fast.FORCE_LAYOUT_OPT`` (the package's default: True),
-        ``triton_no_grad`` ``ddpm.nets.fused.TRITON_GROUPNORM_NO_GRAD`` (the Triton GroupNorm kernels in
-        sampling, default True; False: the compiler's own kernels)."""
+        """One of ours: ``force_layout``: ``GpuConfig.force_layout`` (the package's default: True),
+        ``triton_no_grad``: ``GpuConfig.triton_groupnorm`` (the Triton GroupNorm kernels, default True; False:
+        the compiler's own kernels)."""
         with rec.stage(f"ours:{label}", need=60) as ok:
             if not ok:
                 return
-            ddpm.fast.FORCE_LAYOUT_OPT = force_layout
-            ddpm.nets.fused.TRITON_GROUPNORM_NO_GRAD = triton_no_grad
             torch._dynamo.reset()
             t0 = time.perf_counter()
-            net = ddpm.FastEps(ours_model(device), bf16=cuda, channels_last=cuda, cudagraphs=cuda, compile=cuda)
+            cfg = GpuConfig(channels_last=cuda, compile=cuda, compile_mode="reduce-overhead" if cuda else "default",
+                            force_layout=force_layout, triton_groupnorm=triton_no_grad)
+            net = ddpm.FastEps(ours_model(device), bf16=cuda, config=cfg)
             ddim = lambda: ddpm.sample_ddim(net, s, shape, steps=ddim_steps, x_T=x_T, progress=False)  # noqa: E731
             outs[label] = ddim()
             r = {"force_layout_opt": force_layout, "triton_groupnorm_no_grad": triton_no_grad,
@@ -121,14 +122,16 @@ def main(argv=None) -> int:
             rec["ours"][label] = r
             print("ours", label, {k: (v["median_s"] if isinstance(v, dict) else v) for k, v in r.items()}, flush=True)
             del net
-            ddpm.fast.FORCE_LAYOUT_OPT, ddpm.nets.fused.TRITON_GROUPNORM_NO_GRAD = True, True
 
     ours("bf16", True)  # the package's FastEps as a user gets it
-    ours("bf16:compiler_groupnorm", True, triton_no_grad=False)  # A/B: the compiler's GroupNorm kernels
+    if "ab" in args.stages:
+        ours("bf16:compiler_groupnorm", True, triton_no_grad=False)  # A/B: the compiler's GroupNorm kernels
 
     for variant, comp in (("bf16+compile+cudagraphs", True), ("bf16", False)):
-        if variant == "bf16":
+        if variant == "bf16" and "ab" in args.stages:
             ours("bf16:inductor_layout_heuristic", False)  # A/B: the compiler's own layout choice
+        if variant == "bf16" and "peer_eager" not in args.stages:
+            continue
         with rec.stage(f"peer:{variant}", need=60) as ok:
             if ok:
                 ps = PeerSampler(device, compile=comp and cuda, bf16=cuda)

@@ -29,17 +29,21 @@ from . import common
 
 RECIPES = {
     # label: bf16 autocast, torch.compile mode (None: eager), channels-last, fused AdamW (the peer; ours always
-    # uses fused AdamW on CUDA, as ddpm.train does)
+    # uses fused AdamW on CUDA, as ddpm.train does). Ours: "bf16+compile" is TrainConfig(bf16=True, compile=True)
+    # as a user types it (compile_mode "auto": the package's own choice of layout, kernels and graphs);
+    # "bf16+compile+cudagraphs" spells out the expert flags (reduce-overhead, channels-last).
     "fp32": dict(bf16=False, compile=None, channels_last=False, fused=False),
     "bf16": dict(bf16=True, compile=None, channels_last=False, fused=False),
-    "bf16+compile": dict(bf16=True, compile="default", channels_last=False, fused=False),
+    "bf16+compile": dict(bf16=True, compile="default", channels_last=False, fused=False, ours_mode="auto"),
     "bf16+compile+cudagraphs": dict(bf16=True, compile="reduce-overhead", channels_last=True, fused=True),
 }
 FASTEST = "bf16+compile+cudagraphs"
 # Ours only: the package's whole-step CUDA graph (forward, backward, clipping, AdamW, EMA in one graph) around
 # the compiled network; diffusers has no such option.
 WHOLE_STEP = "bf16+compile+whole-step-graph"
-OURS_ONLY = {WHOLE_STEP: dict(bf16=True, compile="default", channels_last=True, fused=True, cuda_graph=True)}
+OURS_ONLY = {WHOLE_STEP: dict(bf16=True, compile="default", channels_last=True, fused=True, cuda_graph=True,
+                              ours_mode="auto")}
+PEER_KEYS = ("bf16", "compile", "channels_last", "fused")
 
 
 def train_config(batch: int, recipe: str, steps: int, **changes) -> ddpm.TrainConfig:
@@ -49,7 +53,7 @@ def train_config(batch: int, recipe: str, steps: int, **changes) -> ddpm.TrainCo
         changes.setdefault("cuda_graph", True)
     return ddpm.TrainConfig(steps=steps, batch_size=batch, lr=2e-4, warmup=100, ema_decay=0.9999, grad_clip=1.0,
                             device="cuda" if torch.cuda.is_available() else "cpu", bf16=r["bf16"],
-                            compile=r["compile"] is not None, compile_mode=r["compile"] or "default",
+                            compile=r["compile"] is not None, compile_mode=r.get("ours_mode", r["compile"] or "auto"),
                             channels_last=r["channels_last"], log_every=max(steps, 1), **changes)
 
 
@@ -71,7 +75,7 @@ def ours(data, batch: int, recipe: str, warmup: int, steps: int, repeats: int) -
 
 
 def peer(data, batch: int, recipe: str, warmup: int, steps: int, repeats: int) -> dict:
-    r = RECIPES[recipe]
+    r = {k: RECIPES[recipe][k] for k in PEER_KEYS}
     tr = common.PeerTrainer(common.peer_unet(), data, batch, **r)
     t0 = time.perf_counter()
     for _ in range(warmup):
@@ -149,7 +153,7 @@ def profile_ours(data, batch: int, recipe: str, steps: int, top: int = 15) -> di
 
 BUCKETS = ("convolution", "GEMM/attention", "normalization/elementwise", "Triton GroupNorm (package)", "copy",
            "optimizer/EMA", "other")
-# the kernels of ddpm.nets._gn_triton (they carry their own names, not inductor's triton_ prefix)
+# the kernels of ddpm.gpu._gn_triton (they carry their own names, not inductor's triton_ prefix)
 PACKAGE_GN_KERNELS = ("_stats_kernel", "_fwd_kernel", "_fwd_combine_kernel", "_fwd_apply_kernel", "_bwd_reduce_kernel",
                       "_bwd_combine_kernel", "_bwd_apply_kernel")
 

@@ -17,54 +17,74 @@ RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- results:start (made by benchmarks/readme_results.py) -->", "<!-- results:end -->"
 
 
-def render() -> str:
-    s = json.loads((RESULTS / "summary.json").read_text())
-    src = s["sources"].get("probe_philox4") or s["sources"].get("probe_final") or s["sources"]["train_fast"]
-    fd = s["fashion_fd"]
-    h = s.get("history", {}).get("h100")
-    c = json.loads((RESULTS / "cpu_digits.json").read_text())
-    fd = s["fashion_fd"]
-    lines = [
-        START,
-        f"GPU ({s['device']}, torch {src['torch']}, diffusers {src['diffusers']}; the DDPM CIFAR-10 network, "
-        f"{s['params']['ours']:,} parameters in both implementations, batch 128, one GPU, EMA included):",
-        "",
-        "| measurement | result |",
-        "|---|---|",
-        f"| training, same recipe for both ({s['train_same_recipe_mode']}, channels-last, fused AdamW) | ours "
-        f"{s['train_ours_same_recipe_img_per_s']:,.0f} img/s, diffusers {s['train_peer_same_recipe_img_per_s']:,.0f} img/s: "
-        f"**{s['train_speedup_vs_diffusers_same_recipe']:.2f}x** |",
-    ]
-    if "train_speedup_vs_diffusers_same_recipe_b256" in s:
-        srcs = s.get("train_same_recipe_sources", {})
-        apart = len({srcs.get(f"{side}:{s['train_same_recipe_mode']}:b256") for side in ("ours", "peer")}) > 1
-        lines.append(
-            f"| same, batch 256{' (the two sides in separate runs on the same card model)' if apart else ''} | "
-            f"ours {s['train_ours_same_recipe_img_per_s_b256']:,.0f} img/s, diffusers "
-            f"{s['train_peer_same_recipe_img_per_s_b256']:,.0f} img/s: {s['train_speedup_vs_diffusers_same_recipe_b256']:.2f}x "
-            f"({100 * s['train_ours_mfu_vs_measured_matmul_b256']:.0f}% of the measured matrix rate) |")
-    lines += [
-        f"| training, `ddpm.train`'s fastest flags against diffusers without CUDA graphs ({s['train_peer_mode']}, "
-        f"{s['train_peer_img_per_s']:,.0f} img/s) | {s['train_speedup_vs_diffusers']:.2f}x |",
-        f"| model FLOP utilisation (training) | {100 * s['train_ours_mfu_vs_measured_matmul']:.0f}% of the card's "
-        "measured bf16 matrix rate |",
-        f"| DDIM-50, 256 images, bf16 | {s['ours_ddim50_s_bf16']:.2f} s; diffusers compiled with CUDA graphs "
-        f"{s['peer_ddim50_s_bf16_graphs']:.2f} s ({s['ddim50_speedup_vs_diffusers']:.2f}x"
-        f"{', diffusers from an earlier run on the same card model' if 'sampling_sources' in s else ''}) |",
-        f"| DDPM-1000 over DDIM-50 wall time | {s['ddpm1000_over_ddim50']:.2f} (ideal 20) |",
-        f"| Fashion-MNIST Frechet distance, DDIM-50 (eta 0) over DDPM-1000 | {s['fd_ddim50_over_ddpm1000']:.2f} "
-        f"({fd['ddim50_eta0']:.2f} vs {fd['ddpm1000']:.2f}; data vs data {fd['data_vs_data']:.2f}; "
-        f"{s['sources']['fashion']['device']}) |",
-        f"| Fashion-MNIST, S = 10: eta 0 vs eta 1 | {fd['ddim10_eta0']:.2f} vs {fd['ddim10_eta1']:.2f} |",
-        f"| Fashion-MNIST bits/dim (test subset) | {s['fashion_bits_per_dim']:.2f} |",
-    ]
-    if h:
+def _load(name: str):
+    p = RESULTS / name
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def gpu_lines() -> list[str]:
+    """The GPU rows, from the one same-process comparison (``gpu_before_after.json``) and the Fashion-MNIST run."""
+    ba, fa = _load("before_after.json"), _load("fashion.json")
+    lines = []
+    if ba:
+        e, s, tr = ba["env"], ba.get("summary", {}), ba.get("train", {})
+        m = ba.get("models", {})
+        lines += [f"GPU ({e['device']}, torch {e['torch']}, diffusers {e.get('diffusers')}; the DDPM CIFAR-10 network"
+                  + (f", {m['ours']['params']:,} parameters in both implementations" if m else "")
+                  + ", batch 128, one GPU, EMA included; every row from one process):", "",
+                  "| measurement | result |", "|---|---|"]
+        u = s.get("train:bf16+compile", {})
+        if "peer" in u:
+            lines.append(f"| training, `--bf16 --compile` against diffusers' bf16 + `torch.compile` | ours "
+                         f"{u['after']:,.0f} img/s, diffusers {u['peer']:,.0f} img/s: **{u['after_over_peer']:.2f}x** |")
+        f = s.get("train:bf16+compile+cudagraphs+channels-last", {})
+        if "peer" in f and "train:user_flags_over_peer_fastest" in s:
+            lines.append(f"| training, `--bf16 --compile` against diffusers' fastest mode (CUDA graphs, channels-last, "
+                         f"fused AdamW: {f['peer']:,.0f} img/s) | {s['train:user_flags_over_peer_fastest']['ratio']:.2f}x |")
+        mfu = [r.get("mfu_vs_measured_matmul") for r in tr.get("after:bf16+compile", [])]
+        if mfu and mfu[0]:
+            lines.append(f"| model FLOP utilisation (training, `--bf16 --compile`) | {100 * max(mfu):.0f}% of the card's "
+                         f"measured bf16 matrix rate ({ba['matmul_bf16_flops'] / 1e12:.0f} TFLOP/s) |")
+        d = s.get("ddim", {})
+        if "after" in d:
+            row = f"| DDIM-50, 256 images, bf16 (`FastEps`) | {d['after']:.3f} s"
+            if "peer" in d:
+                row += f"; diffusers compiled with CUDA graphs {d['peer']:.3f} s ({d['after_time_over_peer']:.2f}x its time)"
+            lines.append(row + " |")
+        if "after_over_before" in u:
+            lines.append(f"| this version against the previous one, `--bf16 --compile` | {u['before']:,.0f} -> "
+                         f"{u['after']:,.0f} img/s ({u['after_over_before']:.2f}x) |")
+        if "after_over_before" in f:
+            lines.append(f"| the same, the previous version's fastest flags | {f['before']:,.0f} -> {f['after']:,.0f} "
+                         f"img/s ({f['after_over_before']:.2f}x) |")
+        if "before_over_after" in d:
+            lines.append(f"| the same, DDIM-50 | {d['before']:.3f} -> {d['after']:.3f} s ({d['before_over_after']:.2f}x) |")
+        lc = ba.get("loss_curve")
+        if lc:
+            lines.append(f"| loss curve, fp32 eager against `--bf16 --compile` ({lc['steps']} steps, same start and draws) | "
+                         f"window means within {100 * lc['max_rel_diff_window_means']:.1f}% |")
+    if not ba:
+        lines += ["GPU speed of this version: not measured yet (the book's GPU appendix gives the earlier version's "
+                  "figures).", ""]
+    if fa:
+        fd = fa["fd"]
+        if not ba:
+            lines += ["| measurement | result |", "|---|---|"]
         lines += [
-            "",
-            f"History: on an {h['device']} (an older version of the package and diffusers {h['sources']['train']['diffusers']}) "
-            f"the same-recipe ratio was {h['train_speedup_vs_diffusers_same_recipe']:.2f}x and the ratio against diffusers "
-            f"without CUDA graphs {h['train_speedup_vs_diffusers']:.2f}x.",
+            f"| Fashion-MNIST Frechet distance, DDIM-50 (eta 0) over DDPM-1000 | {fa['fd_ddim50_over_ddpm1000']:.2f} "
+            f"({fd['ddim50_eta0']:.2f} vs {fd['ddpm1000']:.2f}; data vs data {fd['data_vs_data']:.2f}; "
+            f"{fa['env']['device']}) |",
+            f"| Fashion-MNIST, S = 10: eta 0 vs eta 1 | {fd['ddim10_eta0']:.2f} vs {fd['ddim10_eta1']:.2f} |",
         ]
+        bpd = fa.get("bits_per_dim", {})
+        if isinstance(bpd, dict) and "mean" in bpd:
+            lines.append(f"| Fashion-MNIST bits/dim ({bpd['n']} test images) | {bpd['mean']:.2f} |")
+    return lines
+
+
+def render() -> str:
+    c = json.loads((RESULTS / "cpu_digits.json").read_text())
+    lines = [START, *gpu_lines()]
     e = next(v for v in c['evaluations'] if v['step'] == c['recognisable_at_step'])
     lines += [
         "",

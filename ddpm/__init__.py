@@ -68,5 +68,5 @@ from .ema import EMA
 from .train import TrainConfig, TrainResult, train
 from .checkpoint import Checkpoint, save_checkpoint, load_checkpoint, latest_checkpoint
 from .metrics import sliced_wasserstein, energy_distance, frechet_distance, distance_report
-from .fast import FastEps
+from .gpu import FastEps
 from .step import TrainStep

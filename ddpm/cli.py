@@ -445,7 +445,7 @@ def _parser() -> OneLineParser:
         s.add_argument("--seed", type=int_at_least(0), default=0)
         s.add_argument("--batch", type=int_at_least(0), default=0, help="samples per block (0: 500); block j is seeded seed + j, so under torchrun the blocks are shared out among the processes and the samples are those of one process")
         s.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
-        s.add_argument("--fast", action="store_true", help="CUDA only: bf16 autocast + CUDA graphs for the network (ddpm.fast.FastEps)")
+        s.add_argument("--fast", action="store_true", help="CUDA only: bf16 autocast + CUDA graphs for the network (ddpm.FastEps)")
         if name == "sample":
             s.add_argument("--out", default="samples.png", help="image file (.png, .pdf, .svg, .jpg); the raw samples go beside it as .npy")
         else:

@@ -45,7 +45,7 @@ def draw(model, schedule, sampler: str, steps: int, eta: float, n: int, seed: in
          progress: bool = False, batch: int = 0, fast: bool = False) -> torch.Tensor | None:
     """``n`` samples from ``model`` as a CPU float32 tensor, in blocks of ``batch`` (0: blocks of 500).
     DDPM with ``steps < T`` is DDIM with eta = 1 on a sub-sequence (Song et al. 2021, sec. 4.2).
-    ``fast``: CUDA only, the network runs through :class:`ddpm.fast.FastEps` (bf16, CUDA graphs).
+    ``fast``: CUDA only, the network runs through :class:`ddpm.FastEps` (bf16, CUDA graphs).
 
     Block ``j`` is drawn from a generator seeded ``seed + j`` (:func:`ddpm.distributed.sample_sharded`),
     so under ``torchrun`` the blocks are shared out among the processes, gathered on process 0, and the
@@ -63,7 +63,7 @@ def draw(model, schedule, sampler: str, steps: int, eta: float, n: int, seed: in
     if fast:
         if device.type != "cuda":
             raise ValueError("--fast needs CUDA (bf16 and CUDA graphs); drop it to sample on the CPU")
-        from .fast import FastEps
+        from .gpu import FastEps
 
         model = FastEps(model, channels_last=hasattr(model.config, "image_size"))
     s = schedule.to(device)

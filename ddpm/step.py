@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .config import TrainConfig
 from .ema import EMA, ema_decay
+from .gpu.config import CUDAGRAPH_MODES, resolve_compile_mode
 from .losses import loss_simple
 from .schedule import Schedule
 
@@ -40,13 +41,15 @@ class TrainStep:
     ``world_size`` must divide).
 
     ``config.cuda_graph=True`` captures the whole step (forward, backward, clipping, AdamW with
-    ``capturable=True``, EMA) in one CUDA graph at the first call; the draws stay outside it (on
-    the same generator, so the run is the same as without the graph). One process only.
+    ``capturable=True``, EMA) in one CUDA graph at the first call (:func:`ddpm.gpu.capture_step`); the
+    draws stay outside it (on the same generator, so the run is the same as without the graph). One
+    process only. ``channels_last``: the batch is drawn channels-last (None: ``config.channels_last``;
+    ``ddpm.train`` passes what :func:`ddpm.gpu.for_training` chose).
     """
 
     def __init__(self, model: nn.Module, schedule: Schedule, config: TrainConfig | None = None, *,
                  generator: torch.Generator, net: nn.Module | None = None, rank: int = 0, world_size: int = 1,
-                 buffer_size: int | None = None):
+                 buffer_size: int | None = None, channels_last: bool | None = None):
         config = config if config is not None else TrainConfig()
         if config.batch_size % world_size:
             raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the number of processes, {world_size}")
@@ -65,7 +68,7 @@ class TrainStep:
                 raise ValueError("cuda_graph is only supported on CUDA; drop it to train on the CPU")
             if world_size > 1:
                 raise ValueError("cuda_graph is for one process; drop it under torchrun (DDP all-reduces outside the graph)")
-            if config.compile and config.compile_mode in ("reduce-overhead", "max-autotune"):
+            if config.compile and config.compile_mode in CUDAGRAPH_MODES:
                 raise ValueError(f"cuda_graph captures the whole step itself; use compile_mode 'default' or "
                                  f"'max-autotune-no-cudagraphs' with it, not {config.compile_mode!r}")
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -75,7 +78,9 @@ class TrainStep:
         self.ema = EMA(model, config.ema_decay, config.ema_warmup)
         self.losses = torch.zeros(buffer_size or config.log_every, device=self.device)  # on the device
         self.pending = 0  # entries of self.losses in use
-        self._cudagraph_marks = config.compile and config.compile_mode in ("reduce-overhead", "max-autotune")
+        mode = resolve_compile_mode(config.compile_mode, cuda_graph=self.graph_mode)
+        self._cudagraph_marks = config.compile and mode in CUDAGRAPH_MODES
+        self.channels_last = config.channels_last if channels_last is None else bool(channels_last)
         self._graph = None
         self._ema_weight = torch.zeros((), device=self.device) if self.graph_mode else None
 
@@ -89,7 +94,7 @@ class TrainStep:
         t = torch.randint(1, self.schedule.T + 1, (B,), generator=self.gen, device=self.device)  # (B,) global
         eps = torch.randn((B, *data.shape[1:]), generator=self.gen, device=self.device, dtype=data.dtype)  # (B, ...) global
         x0 = data[idx[lo:hi]]  # (b, ...) local
-        if self.config.channels_last and x0.dim() == 4:
+        if self.channels_last and x0.dim() == 4:
             x0 = x0.contiguous(memory_format=torch.channels_last)  # (b, C, H, W), NHWC in memory
             eps = eps.contiguous(memory_format=torch.channels_last)
         return x0, t[lo:hi], eps[lo:hi]
@@ -149,35 +154,22 @@ class TrainStep:
         return self._static_loss
 
     def _capture(self, x0, t, eps) -> None:
+        from .gpu.graphs import capture_step
+
         self._static = (x0.clone(), t.clone(), eps.clone())
         for g in self.opt.param_groups:  # a resumed optimiser state brings a float lr back
             if not isinstance(g["lr"], Tensor) or g["lr"].device != self.device:
                 g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
-        # Warm-up steps (on a side stream, as CUDA graphs need) create the optimiser state and let
-        # cuDNN settle; they change the weights, so the state before them is restored afterwards.
-        with torch.no_grad():
-            before = [v.detach().clone() for v in self._state_tensors()]
-        had_state = bool(self.opt.state)
+        fixed = len(self.params) + len(list(self.ema.module.parameters())) + len(list(self.ema.module.buffers()))
+        fresh_from = None if self.opt.state else fixed  # a fresh AdamW: step 0, both moments 0 after the warm-up
         self._ema_weight.fill_(0.0)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self.opt.zero_grad(set_to_none=True)
-                self._compute(*self._static, self._ema_weight)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        self.opt.zero_grad(set_to_none=True)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._static_loss = self._compute(*self._static, self._ema_weight)
-        with torch.no_grad():
-            now = self._state_tensors()
-            n = len(before) if had_state else len(self.params) + len(list(self.ema.module.parameters())) + len(list(self.ema.module.buffers()))
-            for v, b in zip(now[:n], before[:n]):
-                v.copy_(b)
-            if not had_state:  # a fresh AdamW: step 0, both moments 0
-                for v in now[n:]:
-                    v.zero_()
+
+        def compute() -> Tensor:
+            self.opt.zero_grad(set_to_none=True)
+            return self._compute(*self._static, self._ema_weight)
+
+        self._graph, self._static_loss = capture_step(compute, self._state_tensors, fresh_from=fresh_from,
+                                                      device=self.device)
 
     # -- read-back -------------------------------------------------------------------------------
     def read_losses(self) -> list[float]:

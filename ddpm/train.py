@@ -44,7 +44,7 @@ from . import distributed as _dist
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import _RESUMABLE_CHANGES, TrainConfig
 from .ema import EMA  # noqa: F401  (re-exported for older imports)
-from .fast import compile_net
+from .gpu import accelerate, compile_net, for_training
 from .runfolder import RunFolder, RunFolderError
 from .schedule import Schedule
 from .step import TrainStep, lr_at
@@ -289,17 +289,16 @@ def _train(model, schedule, data, config, out_dir, progress, resume, meta, devic
     elif resume and ctx.is_main:
         print(f"no checkpoint in {out_dir}; starting from step 0", file=sys.stderr)
 
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = model
+    gpu = for_training(config, device)  # None: the plain network; else its accelerated copy (shared weights)
+    net = model if gpu is None else accelerate(model, gpu.replace(compile=gpu.compile and not ctx.distributed))
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)  # broadcasts rank 0's weights
-    if config.compile:
-        net = compile_net(net, config.compile_mode, config.channels_last)
+        net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)  # broadcasts rank 0's weights
+        if gpu is not None and gpu.compile:
+            net = compile_net(net, gpu)
     step_fn = TrainStep(model, sched, config, generator=gen, net=net, rank=ctx.rank, world_size=ctx.world_size,
-                        buffer_size=config.log_every)
+                        buffer_size=config.log_every, channels_last=gpu is not None and gpu.channels_last)
     if ck is not None:
         if ck.payload.get("ema") is not None:
             step_fn.ema.load_state_dict(ck.payload["ema"])

@@ -1,6 +1,9 @@
-"""ddpm.nets.fused: the NHWC GroupNorm is PyTorch's GroupNorm (values and gradients, fresh random inputs),
-and the GroupNorm module keeps nn.GroupNorm's parameters and eager behaviour."""
+"""ddpm.gpu: the accelerated copy is the plain network (values, gradients, state dict, shared weights), its
+switches are frozen data validated with one-line errors, and the Triton GroupNorm kernels are PyTorch's
+GroupNorm + shift + SiLU + dropout (values and gradients, fresh random inputs; on the CPU in Triton's
+interpreter where Triton is installed, on the GPU on the device)."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,73 +13,113 @@ import torch
 import torch.nn.functional as F
 
 import ddpm
-from ddpm.nets import fused
+from ddpm import gpu
+from ddpm.gpu import GpuConfig, GroupNormTuning, accelerate
+from ddpm.gpu import modules as fused
+
+SMALL = ddpm.UNetConfig(image_size=8, in_channels=3, channels=16, channel_mults=(1, 2), num_res_blocks=1,
+                        attn_resolutions=(8, 4), dropout=0.2, groups=4, heads=2)
 
 
-@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
-@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
-def test_group_norm_nhwc_is_group_norm_with_its_gradients(affine, channels_last):
-    g = torch.Generator().manual_seed(torch.seed() % 2**31)  # fresh inputs every run
-    x = 3 * torch.randn(3, 12, 5, 7, dtype=torch.float64, generator=g) + 1.5
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    w = torch.randn(12, dtype=torch.float64, generator=g) if affine else None
-    b = torch.randn(12, dtype=torch.float64, generator=g) if affine else None
-    leaves = [x] + ([w, b] if affine else [])
-    for v in leaves:
-        v.requires_grad_(True)
-    y, ref = fused.group_norm_nhwc(x, 4, w, b, 1e-6), F.group_norm(x, 4, w, b, 1e-6)
-    assert y.dtype == x.dtype and y.is_contiguous(memory_format=torch.channels_last) == channels_last
-    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)  # statistics in float32, as PyTorch's kernel
-    up = torch.randn(ref.shape, dtype=torch.float64, generator=g)
-    for a, r in zip(torch.autograd.grad(y, leaves, up), torch.autograd.grad(ref, leaves, up)):
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+def _perturbed(config=SMALL, seed=0):
+    torch.manual_seed(seed)
+    net = ddpm.UNet(config)
+    with torch.no_grad():  # the zero-initialised output layers would hide the residual branches
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
 
 
-def test_group_norm_nhwc_under_autocast_is_float32_and_refuses_bad_shapes():
-    x = torch.randn(2, 8, 4, 4).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = fused.group_norm_nhwc(x, 2, torch.ones(8), torch.zeros(8))
-    assert y.dtype == torch.float32
-    torch.testing.assert_close(y, F.group_norm(x.float(), 2), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="4-d"):
-        fused.group_norm_nhwc(torch.randn(2, 8, 4), 2)
-    with pytest.raises(ValueError, match="divide"):
-        fused.group_norm_nhwc(torch.randn(2, 8, 4, 4), 3)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_accelerated_copy_is_the_plain_network(channels_last):
+    net = _perturbed()
+    keys = list(net.state_dict())
+    fast = accelerate(net, GpuConfig(channels_last=channels_last))
+    assert list(fast.state_dict()) == keys and type(fast) is not type(net)
+    assert all(a is b for a, b in zip(fast.parameters(), net.parameters()))  # shared: training it trains net
+    assert type(net.down[0][0]) is ddpm.nets.unet.ResBlock  # the original keeps its plain layers
+    x, t = torch.randn(3, 3, 8, 8), torch.tensor([1, 500, 1000])
+    for train in (False, True):  # train: the same dropout draws, in the same order
+        net.train(train), fast.train(train)
+        torch.manual_seed(7)
+        ref = net(x, t)
+        g_ref = torch.autograd.grad(ref.square().sum(), list(net.parameters()))
+        torch.manual_seed(7)
+        xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        out = fast(xin, t)
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        g = torch.autograd.grad(out.square().sum(), list(fast.parameters()))
+        for a, b in zip(g, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    sd = {k: v.clone() for k, v in fast.state_dict().items()}
+    plain = ddpm.UNet(SMALL)
+    plain.load_state_dict(sd)  # the copy's state dict loads into a plain network
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), net.state_dict().values()))
 
 
-def test_groupnorm_module_keeps_nn_groupnorm_state_and_compiled_path(monkeypatch):
-    m = fused.GroupNorm(4, 12, eps=1e-6)
-    assert isinstance(m, torch.nn.GroupNorm) and set(m.state_dict()) == {"weight", "bias"}
-    with torch.no_grad():
-        m.weight.normal_(), m.bias.normal_()
-    x = torch.randn(2, 12, 6, 6).contiguous(memory_format=torch.channels_last)
-    ref = F.group_norm(x, 4, m.weight, m.bias, 1e-6)
-    torch.testing.assert_close(m(x), ref)
-    monkeypatch.setattr(fused, "NHWC_GROUPNORM", True)
-    torch._dynamo.reset()
-    out = torch.compile(m, backend="eager")(x)  # traced: takes the NHWC path
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    torch._dynamo.reset()
+def test_accelerate_leaves_other_networks_alone_and_refuses_bad_input():
+    mlp = ddpm.MLP(ddpm.MLPConfig())
+    fast = accelerate(mlp, GpuConfig())
+    x, t = torch.randn(5, 2), torch.randint(1, 1000, (5,))
+    torch.testing.assert_close(fast(x, t), mlp(x, t), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="GpuConfig"):
+        accelerate(mlp, {"channels_last": True})
+    with pytest.raises(ValueError, match="nn.Module"):
+        accelerate(lambda x, t: x, GpuConfig())
 
 
-def test_unet_state_dict_keys_unchanged():
-    net = ddpm.UNet.preset("digits")
-    ref = {k for k, _ in net.named_parameters()} | {k for k, _ in net.named_buffers()}
-    assert set(net.state_dict()) == ref and "down.0.0.norm1.weight" in ref
+@pytest.mark.parametrize("kw, match", [
+    (dict(channels_last=1), "channels_last must be True or False"),
+    (dict(compile_mode="turbo"), "compile_mode must be one of"),
+    (dict(compile_mode="auto"), "compile_mode must be one of"),
+    (dict(inductor_options=5), "inductor_options"),
+    (dict(groupnorm_tuning=(1, 2)), "GroupNormTuning"),
+])
+def test_gpu_config_is_validated_in_one_line(kw, match):
+    with pytest.raises(ValueError, match=match) as e:
+        GpuConfig(**kw)
+    assert "\n" not in str(e.value)
 
 
-def test_compile_net_options(monkeypatch):
-    from ddpm.fast import compile_net
+def test_gpu_config_is_frozen_and_tuning_validated():
+    c = GpuConfig(inductor_options={"coordinate_descent_tuning": True})
+    assert c.inductor_options == (("coordinate_descent_tuning", True),) and hash(c)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.compile = True
+    with pytest.raises(ValueError, match="power of two"):
+        GroupNormTuning(elems=1000)
+    with pytest.raises(ValueError, match="int >= 1"):
+        GroupNormTuning(programs_per_sm=0)
 
-    calls = []
-    monkeypatch.setattr(torch, "compile", lambda net, **kw: calls.append(kw) or net)
-    net = torch.nn.Linear(2, 2)
-    compile_net(net, "reduce-overhead", channels_last=True)
-    compile_net(net, "default", channels_last=False)
-    assert calls[0] == {"dynamic": False, "options": {"triton.cudagraphs": True, "force_layout_optimization": True}}
-    assert calls[1] == {"dynamic": False, "mode": "default"}
+
+def test_for_training_chooses_the_fast_path_for_compile():
+    cfg = ddpm.TrainConfig
+    assert gpu.for_training(cfg(compile=True), "cpu") is None and gpu.for_training(cfg(), "cuda") is None
+    auto = gpu.for_training(cfg(compile=True), "cuda")
+    assert auto.channels_last and auto.triton_groupnorm and auto.compile and auto.compile_mode == "reduce-overhead"
+    assert auto.cudagraphs and auto.force_layout
+    whole = gpu.for_training(cfg(compile=True, cuda_graph=True), "cuda")
+    assert whole.compile_mode == "default" and not whole.cudagraphs and whole.channels_last
+    expert = gpu.for_training(cfg(compile=True, compile_mode="default"), "cuda")
+    assert not expert.channels_last and expert.compile_mode == "default"
+    eager = gpu.for_training(cfg(channels_last=True), "cuda")
+    assert eager.channels_last and not eager.compile
+
+
+def test_compile_kwargs():
+    kw = gpu.compile_kwargs
+    assert kw(GpuConfig(compile=True, compile_mode="reduce-overhead")) == {
+        "dynamic": False, "options": {"triton.cudagraphs": True, "force_layout_optimization": True}}
+    assert kw(GpuConfig(channels_last=False, compile=True)) == {"dynamic": False, "mode": "default"}
+    assert kw(GpuConfig(channels_last=False, inductor_options={"coordinate_descent_tuning": True})) == {
+        "dynamic": False, "options": {"coordinate_descent_tuning": True}}
+
+
+def test_import_ddpm_imports_no_triton():
+    code = "import sys, ddpm, ddpm.gpu; print(sorted(m for m in sys.modules if m.split('.')[0] == 'triton' or m.endswith('_gn_triton')))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
 # ---- norm_act and the Triton GroupNorm kernels --------------------------------------------------------------
@@ -89,16 +132,17 @@ def _reference(x, groups, w, b, eps, shift, silu, keep, p):
 
 def test_norm_act_on_the_cpu_is_pytorchs_ops_in_order():
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
-    norm = fused.GroupNorm(4, 8, eps=1e-6)
+    norm = torch.nn.GroupNorm(4, 8, eps=1e-6)
+    cfg = GpuConfig()
     with torch.no_grad():
         norm.weight.normal_(generator=g), norm.bias.normal_(generator=g)
     x, shift = torch.randn(2, 8, 5, 5, generator=g), torch.randn(2, 8, generator=g)
     torch.manual_seed(3)
-    y = fused.norm_act(norm, x, shift=shift, dropout=0.2)
+    y = fused.norm_act(norm, x, cfg, shift=shift, dropout=0.2)
     torch.manual_seed(3)
     ref = F.dropout(F.silu(norm(x + shift[:, :, None, None])), 0.2, training=True)
     torch.testing.assert_close(y, ref, rtol=0, atol=0)
-    torch.testing.assert_close(fused.norm_act(norm, x, silu=False), norm(x), rtol=0, atol=0)
+    torch.testing.assert_close(fused.norm_act(norm, x, cfg, silu=False), norm(x), rtol=0, atol=0)
 
 
 def _triton_device():
@@ -125,7 +169,7 @@ CASES = [  # B, C, H, W, groups, shift, silu, dropout p, dtype
                                              f"{'silu' if c[6] else 'id'}-p{c[7]}-{str(c[8])[6:]}" for c in CASES])
 def test_triton_group_norm_act_matches_pytorch(case):
     device = _triton_device()
-    from ddpm.nets import _gn_triton
+    from ddpm.gpu import _gn_triton
 
     B, C, H, W, G, has_shift, silu, p, dt = case
     g = torch.Generator().manual_seed(torch.seed() % 2**31)  # fresh inputs every run
@@ -144,12 +188,9 @@ def test_triton_group_norm_act_matches_pytorch(case):
         assert abs(keep.mean().item() - (1 - p)) < 0.05
         y2 = _gn_triton.group_norm_act(x, G, w, b, 1e-6, shift=shift, silu=silu, p=p, seed=seed)
         assert torch.equal(y, y2)  # the same seed, the same mask (the backward draws it again)
-        default = dict(_gn_triton.TUNING)
-        try:  # other tile sizes and splits: the same mask (it is a function of the element alone)
-            _gn_triton.TUNING.update(elems=default["elems"] // 4, programs_per_sm=8 * default["programs_per_sm"])
-            y3 = _gn_triton.group_norm_act(x, G, w, b, 1e-6, shift=shift, silu=silu, p=p, seed=seed)
-        finally:
-            _gn_triton.TUNING.update(default)
+        d = GroupNormTuning()  # other tile sizes and splits: the same mask (it is a function of the element alone)
+        other = dataclasses.replace(d, elems=d.elems // 4, programs_per_sm=8 * d.programs_per_sm).as_tuple()
+        y3 = _gn_triton.group_norm_act(x, G, w, b, 1e-6, shift=shift, silu=silu, p=p, seed=seed, tuning=other)
         assert torch.equal(y3 != 0, y != 0)
     ref = _reference(x, G, w, b, 1e-6, shift, silu, keep, p)
     tol = dict(rtol=2e-2, atol=2e-2) if dt == torch.bfloat16 else dict(rtol=1e-4, atol=1e-4)
@@ -196,35 +237,64 @@ def test_unet_triton_path_is_the_pytorch_path_on_cuda():
         pytest.skip("needs CUDA")
     pytest.importorskip("triton")
     torch.manual_seed(0)
-    net = ddpm.UNet.preset("ddpm-cifar10").cuda().to(memory_format=torch.channels_last).eval()
+    net = ddpm.UNet.preset("ddpm-cifar10").cuda().eval()
     with torch.no_grad():  # non-zero residual convs, so every block matters
         for p in net.parameters():
             p.add_(0.02 * torch.randn_like(p))
     x = torch.randn(4, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
     t = torch.randint(1, 1001, (4,), device="cuda")
+    with torch.no_grad():
+        ref = net(x.contiguous(), t)  # the plain network, NCHW
     outs, grads = [], []
-    default, tf32 = fused.TRITON_GROUPNORM, torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False  # full fp32 convolutions: the two paths differ by rounding alone
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # full fp32 convolutions: the paths differ by rounding alone
+    calls, real = [], fused._triton_module().group_norm_act
     try:
+        fused._TRITON.group_norm_act = lambda *a, **k: calls.append(1) or real(*a, **k)
         for triton_on in (True, False):
-            fused.TRITON_GROUPNORM = triton_on
-            out = net(x, t)
-            grads.append(torch.autograd.grad(out.square().mean(), list(net.parameters())))
+            fast = accelerate(net, GpuConfig(triton_groupnorm=triton_on))
+            n0 = len(calls)
+            out = fast(x, t)
+            assert (len(calls) > n0) == triton_on
+            grads.append(torch.autograd.grad(out.square().mean(), list(fast.parameters())))
             outs.append(out.detach())
+        with torch.no_grad():  # sampling (gradients off): the Triton forward, the same numbers
+            n0 = len(calls)
+            out = accelerate(net, GpuConfig())(x, t)
+            assert len(calls) > n0
     finally:
-        fused.TRITON_GROUPNORM, torch.backends.cudnn.allow_tf32 = default, tf32
+        fused._TRITON.group_norm_act = real
+        torch.backends.cudnn.allow_tf32 = tf32
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(outs[1], ref, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4)
-    calls, real = [], fused._TRITON.group_norm_act
-    no_grad = fused.TRITON_GROUPNORM_NO_GRAD
-    try:  # sampling (gradients off): the Triton forward where the switch is on, the same numbers
-        fused._TRITON.group_norm_act = lambda *a, **k: calls.append(1) or real(*a, **k)
-        fused.TRITON_GROUPNORM_NO_GRAD, torch.backends.cudnn.allow_tf32 = True, False
-        with torch.no_grad():
-            out = net(x, t)
-    finally:
-        fused._TRITON.group_norm_act, fused.TRITON_GROUPNORM_NO_GRAD = real, no_grad
-        torch.backends.cudnn.allow_tf32 = tf32
-    assert calls
-    torch.testing.assert_close(out, outs[1], rtol=1e-3, atol=1e-3)
+
+
+def test_triton_dropout_mask_is_a_dropout_mask_on_cuda():
+    """On the GPU: the fused dropout drops a fraction p of the elements, independently of position (no stripes
+    along rows or channels), with fresh masks on every call, and the kept ones scaled by 1 / (1 - p)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pytest.importorskip("triton")
+    from ddpm.gpu import _gn_triton
+
+    g = torch.Generator(device="cuda").manual_seed(torch.seed() % 2**31)
+    B, C, H, W, p = 8, 256, 16, 16, 0.1
+    x = torch.randn(B, C, H, W, device="cuda", generator=g).contiguous(memory_format=torch.channels_last)
+    w, b = torch.ones(C, device="cuda"), torch.zeros(C, device="cuda")
+    masks = []
+    for _ in range(2):
+        seed = torch.randint(0, 2**31 - 1, (1,), device="cuda", dtype=torch.int32, generator=g)
+        y = _gn_triton.group_norm_act(x, 32, w, b, 1e-6, silu=False, p=p, seed=seed)
+        masks.append((y != 0).float())
+        ref = F.group_norm(x, 32, w, b, 1e-6) / (1 - p)
+        torch.testing.assert_close(y[y != 0], ref[y != 0], rtol=1e-4, atol=1e-4)
+    m = masks[0]
+    n = m.numel()
+    assert abs(m.mean().item() - (1 - p)) < 4 * (p * (1 - p) / n) ** 0.5
+    per_channel, per_row = m.mean((0, 2, 3)), m.mean((0, 1))  # (C,), (H, W)
+    assert (per_channel - (1 - p)).abs().max() < 0.06 and (per_row - (1 - p)).abs().max() < 0.06
+    agree = (masks[0] == masks[1]).float().mean().item()  # independent masks agree on (1-p)^2 + p^2 of elements
+    assert abs(agree - ((1 - p) ** 2 + p ** 2)) < 0.01

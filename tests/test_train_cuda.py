@@ -19,11 +19,15 @@ def moons():
     return load_dataset("moons", n=512, generator=torch.Generator().manual_seed(0))
 
 
-def steps_under_sync_error(model, data, cfg, n=4):
+def steps_under_sync_error(model, data, cfg, n=4, accelerated=False):
+    """``accelerated``: the step runs ``ddpm.gpu.accelerate``'s copy of the model, as ddpm.train does."""
+    from ddpm.gpu import accelerate, for_training
+
     dev = torch.device("cuda")
     model.to(dev)
     data = data.to(dev)
-    st = TrainStep(model, Schedule.linear(1000), cfg, generator=torch.Generator(device=dev).manual_seed(0))
+    net = accelerate(model, for_training(cfg, dev)) if accelerated else None
+    st = TrainStep(model, Schedule.linear(1000), cfg, generator=torch.Generator(device=dev).manual_seed(0), net=net)
     st(data, 1)  # first call: lazy state (optimiser moments, cuDNN plans, a graph capture) may sync once
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -45,7 +49,8 @@ def test_the_unet_step_has_no_host_sync_in_bf16_channels_last():
     torch.manual_seed(0)
     net = UNet.preset("digits")
     data = load_dataset("digits", n=64, generator=torch.Generator().manual_seed(0))
-    steps_under_sync_error(net, data, TrainConfig(batch_size=16, log_every=10, device="cuda", bf16=True, channels_last=True))
+    steps_under_sync_error(net, data, TrainConfig(batch_size=16, log_every=10, device="cuda", bf16=True, channels_last=True),
+                           accelerated=True)
 
 
 def test_the_whole_step_cuda_graph_has_no_host_sync_and_matches_eager():
@@ -84,21 +89,19 @@ def test_the_cuda_graph_run_matches_the_eager_run():
 @pytest.mark.parametrize("flags", [dict(), dict(cuda_graph=True)], ids=["eager", "cuda_graph"])
 def test_the_unet_step_with_dropout_runs_the_triton_kernels_without_host_sync(monkeypatch, flags):
     """The U-Net's fused GroupNorm + SiLU + dropout kernels (drawing a dropout seed every call) in bf16
-    channels-last training, eager and inside the whole-step CUDA graph: no host sync, finite losses. (The
-    network is made channels-last here as ddpm.train does; TrainStep only lays out the batch.)"""
+    channels-last training, eager and inside the whole-step CUDA graph: no host sync, finite losses."""
     pytest.importorskip("triton")
     from ddpm import UNetConfig
-    from ddpm.nets import _gn_triton, fused
+    from ddpm.gpu import _gn_triton
 
     calls = []
     real = _gn_triton.group_norm_act
     monkeypatch.setattr(_gn_triton, "group_norm_act", lambda *a, **k: calls.append(k.get("p")) or real(*a, **k))
-    monkeypatch.setattr(fused, "TRITON_GROUPNORM", True)
     torch.manual_seed(0)
     net = UNet(UNetConfig(image_size=16, in_channels=1, channels=32, channel_mults=(1, 2), num_res_blocks=1,
-                          attn_resolutions=(8,), groups=8, dropout=0.1)).to(memory_format=torch.channels_last)
+                          attn_resolutions=(8,), groups=8, dropout=0.1))
     data = load_dataset("digits", n=64, generator=torch.Generator().manual_seed(0))
     data = torch.nn.functional.pad(data, (4, 4, 4, 4), value=-1.0)  # (64, 1, 16, 16)
     steps_under_sync_error(net, data, TrainConfig(batch_size=16, log_every=10, device="cuda", bf16=True,
-                                                  channels_last=True, **flags))
+                                                  channels_last=True, **flags), accelerated=True)
     assert calls and 0.1 in calls and 0.0 in calls  # the norms with and without dropout took the Triton path

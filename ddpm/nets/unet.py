@@ -1,6 +1,6 @@
 """The DDPM U-Net (Ho et al. 2020, appendix B; a PixelCNN++ / Wide-ResNet backbone with self-attention).
 
-Book: chapter 6, "Training and sampling", and the appendix "The package on a GPU". The network maps a noisy image
+Book: chapter 6, "Training and sampling". The network maps a noisy image
 ``x_t`` and its time index ``t`` to a prediction of the noise, ``eps_theta(x_t, t)`` (DDPM eq. 11-14).
 
 Layout (for ``channel_mults = (1, 2, 2, 2)`` at 32x32, the paper's CIFAR-10 network)::
@@ -16,6 +16,9 @@ Each ResBlock: GroupNorm, SiLU, conv3x3, + Linear(SiLU(temb)), GroupNorm, SiLU, 
 ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on the GPU), 1x1 projection, residual.
 As in Ho's code, the last conv of each residual branch and the output conv start at zero, so that a fresh
 network is the identity on its residual paths and predicts eps = 0.
+
+This file is the network as the paper describes it, in PyTorch's plain layers. The appendix "The package on a
+GPU" runs the same network, with the same weights, through faster kernels (``ddpm.gpu.accelerate``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from torch import Tensor, nn
 
 from .._utils import net_times as _net_times
 from .embedding import sinusoidal_embedding
-from .fused import GroupNorm, cat_channels, norm_act
 
 __all__ = ["UNetConfig", "UNet", "PRESETS"]
 
@@ -146,19 +148,18 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, temb_dim: int, dropout: float, groups: int, eps: float):
         super().__init__()
-        self.norm1 = GroupNorm(groups, c_in, eps=eps)
+        self.norm1 = nn.GroupNorm(groups, c_in, eps=eps)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.temb_proj = nn.Linear(temb_dim, c_out)
-        self.norm2 = GroupNorm(groups, c_out, eps=eps)
+        self.norm2 = nn.GroupNorm(groups, c_out, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
-        h = self.conv1(norm_act(self.norm1, x))  # (B, c_out, H, W)
-        p = self.dropout.p if self.training else 0.0
-        # GroupNorm of h + the time projection (temb is already SiLU'd: (B, c_out)), SiLU, dropout, conv3x3
-        h = self.conv2(norm_act(self.norm2, h, shift=self.temb_proj(temb), dropout=p))  # (B, c_out, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, H, W)
+        h = h + self.temb_proj(temb)[:, :, None, None]  # + the time projection (temb is already SiLU'd: (B, c_out))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))  # (B, c_out, H, W)
         return self.skip(x) + h
 
 
@@ -168,24 +169,17 @@ class Attention(nn.Module):
     def __init__(self, c: int, heads: int, groups: int, eps: float):
         super().__init__()
         self.heads = heads
-        self.norm = GroupNorm(groups, c, eps=eps)
+        self.norm = nn.GroupNorm(groups, c, eps=eps)
         self.qkv = nn.Conv2d(c, 3 * c, 1)  # q, k, v in one 1x1 conv (Ho's three NIN layers)
         self.proj = _zero(nn.Conv2d(c, c, 1))
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
         B, C, H, W = x.shape
         nh, d = self.heads, C // self.heads
-        qkv = self.qkv(norm_act(self.norm, x, silu=False))  # (B, 3C, H, W)
-        if qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous():
-            # NHWC in memory: (B, H*W, 3, nh, d) is a view, so q, k, v reach the attention kernel without a copy
-            # (each has a contiguous last dimension) and the result goes back to NHWC as a view too.
-            q, k, v = qkv.permute(0, 2, 3, 1).reshape(B, H * W, 3, nh, d).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, HW, d)
-            h = F.scaled_dot_product_attention(q, k, v)  # (B, nh, HW, d)
-            h = h.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W), NHWC in memory
-        else:
-            qkv = qkv.reshape(B, 3, nh, d, H * W).permute(1, 0, 2, 4, 3)  # (3, B, nh, HW, d)
-            h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, nh, HW, d)
-            h = h.transpose(-1, -2).reshape(B, C, H, W)  # (B, C, H, W)
+        qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
+        qkv = qkv.reshape(B, 3, nh, d, H * W).permute(1, 0, 2, 4, 3)  # (3, B, nh, HW, d)
+        h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, nh, HW, d): softmax(q k^T / sqrt(d)) v
+        h = h.transpose(-1, -2).reshape(B, C, H, W)  # (B, C, H, W)
         return x + self.proj(h)
 
 
@@ -200,19 +194,6 @@ class Downsample(nn.Module):
         return self.conv(x)  # (B, C, H/2, W/2)
 
 
-def upsample_nearest2x(x: Tensor) -> Tensor:
-    """Nearest-neighbour x2 upsampling ``(B, C, H, W) -> (B, C, 2H, 2W)``, equal to
-    ``F.interpolate(x, scale_factor=2, mode="nearest")``, written as a broadcast and a reshape: its gradient
-    is a sum over each 2x2 block (a plain reduction) instead of the scatter-add of interpolate's backward,
-    and it keeps ``x``'s memory format (channels-last in, channels-last out)."""
-    B, C, H, W = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        xp = x.permute(0, 2, 3, 1)  # (B, H, W, C), a view of the NHWC memory
-        y = xp[:, :, None, :, None, :].expand(B, H, 2, W, 2, C).reshape(B, 2 * H, 2 * W, C)
-        return y.permute(0, 3, 1, 2)  # (B, C, 2H, 2W), NHWC in memory
-    return x[:, :, :, None, :, None].expand(B, C, H, 2, W, 2).reshape(B, C, 2 * H, 2 * W)
-
-
 class Upsample(nn.Module):
     """Nearest-neighbour x2, then a 3x3 convolution."""
 
@@ -221,7 +202,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(c, c, 3, padding=1)
 
     def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
-        return self.conv(upsample_nearest2x(x))  # (B, C, 2H, 2W)
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (B, C, 2H, 2W)
 
 
 class UNet(nn.Module):
@@ -280,7 +261,7 @@ class UNet(nn.Module):
                 self.up.append(block)
         assert not skips
 
-        self.norm_out = GroupNorm(g, cur, eps=e)
+        self.norm_out = nn.GroupNorm(g, cur, eps=e)
         self.conv_out = _zero(nn.Conv2d(cur, cfg.in_channels, 3, padding=1))
 
     @classmethod
@@ -315,7 +296,7 @@ class UNet(nn.Module):
         for layer in self.mid:
             h = layer(h, temb)  # (B, ch * mults[-1], H / 2^(L-1), W / 2^(L-1))
         for block in self.up:
-            h = cat_channels(h, hs.pop())  # (B, c + c_skip, h, w)
+            h = torch.cat([h, hs.pop()], dim=1)  # (B, c + c_skip, h, w)
             for layer in block:
                 h = layer(h, temb)
-        return self.conv_out(norm_act(self.norm_out, h))  # (B, C, H, W)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)

@@ -1,8 +1,8 @@
 """Triton kernels for GroupNorm (+ a per-channel shift before it, + SiLU, + dropout after it) on channels-last
 (NHWC) tensors, forward and backward (book appendix "Appendix: the package on a GPU").
 
-Imported only where Triton is installed (it comes with PyTorch's CUDA builds): :mod:`ddpm.nets.fused` decides
-when to use it. The operators ``ddpm::group_norm_act_fwd`` and ``ddpm::group_norm_act_bwd`` (its backward)
+Imported only where Triton is installed (it comes with PyTorch's CUDA builds), by :mod:`ddpm.gpu.modules`, which
+decides when to use it. The operators ``ddpm::group_norm_act_fwd`` and ``ddpm::group_norm_act_bwd`` (its backward)
 compute, for ``x`` of shape (B, C, H, W) stored NHWC,
 
     xs = x + shift[:, :, None, None]                     (shift: (B, C) or None)
@@ -34,10 +34,8 @@ from torch import Tensor
 
 __all__ = ["group_norm_act"]
 
-# Launch parameters, read at every call (benchmarks/gpu_gn_tune.py times alternatives): elements per tile (rows of
-# the NHWC (H*W, C) slab times the padded channels), warps of the streaming kernels (statistics / reductions and
-# the output passes) and of the per-image kernels, and the reduction programs to aim for per SM.
-TUNING = {"elems": 4096, "reduce_warps": 8, "apply_warps": 4, "combine_warps": 8, "programs_per_sm": 2}
+# The launch parameters are ddpm.gpu.config.GroupNormTuning, passed to the operators as the list
+# [elems, reduce_warps, apply_warps, combine_warps, programs_per_sm].
 
 
 @triton.jit
@@ -321,13 +319,13 @@ def _sms(device_index: int) -> int:
     return 4  # the Triton interpreter on the CPU
 
 
-def _plan(B: int, HW: int, C: int, device: torch.device):
+def _plan(B: int, HW: int, C: int, device: torch.device, elems: int, programs_per_sm: int):
     """Tile rows, channel block, number of splits per image and rows per split of the reduction kernels."""
     block_c = _pow2(C)
-    block_hw = max(4, min(_pow2(HW), TUNING["elems"] // block_c))  # the output passes take rows in fours
+    block_hw = max(4, min(_pow2(HW), elems // block_c))  # the output passes take rows in fours
     tiles = triton.cdiv(HW, block_hw)
     split = 1
-    while split < 16 and split * 2 <= tiles and B * split < TUNING["programs_per_sm"] * _sms(device.index or 0):
+    while split < 16 and split * 2 <= tiles and B * split < programs_per_sm * _sms(device.index or 0):
         split *= 2
     rows = triton.cdiv(triton.cdiv(HW, split), block_hw) * block_hw
     split = triton.cdiv(HW, rows)
@@ -340,32 +338,33 @@ def _nhwc(x: Tensor) -> Tensor:
 
 @torch.library.custom_op("ddpm::group_norm_act_fwd", mutates_args=())
 def _fwd(x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: Tensor, seed: Optional[Tensor], groups: int,
-         eps: float, silu: bool, p: float) -> tuple[Tensor, Tensor, Tensor]:
+         eps: float, silu: bool, p: float, tuning: list[int]) -> tuple[Tensor, Tensor, Tensor]:
     B, C, H, W = x.shape
     HW, Cg = H * W, C // groups
     x = _nhwc(x)
-    block_c, block_hw, split, rows = _plan(B, HW, C, x.device)
+    elems, reduce_warps, apply_warps, combine_warps, per_sm = tuning
+    block_c, block_hw, split, rows = _plan(B, HW, C, x.device, elems, per_sm)
     f32 = dict(device=x.device, dtype=torch.float32)
     part = torch.empty((B, split, 2, C), **f32)
     sh = shift.contiguous() if shift is not None else x
     _stats_kernel[(B, split)](x, sh, part, HW, C, rows, split, HAS_SHIFT=shift is not None, BLOCK_HW=block_hw,
-                              BLOCK_C=block_c, num_warps=TUNING["reduce_warps"])
+                              BLOCK_C=block_c, num_warps=reduce_warps)
     mean, rstd = torch.empty((B, groups), **f32), torch.empty((B, groups), **f32)
     coef = torch.empty((B, 2, C), **f32)
     _fwd_combine_kernel[(B,)](part, sh, weight, bias, mean, rstd, coef, C, Cg, groups, split, float(HW * Cg), eps,
                               HAS_SHIFT=shift is not None, BLOCK_C=block_c, GP=_pow2(groups), SP=_pow2(split),
-                              num_warps=TUNING["combine_warps"])
+                              num_warps=combine_warps)
     y = torch.empty_like(x)
     drop = p > 0.0
     _fwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](x, coef, seed if drop else coef, y, HW, triton.cdiv(HW, 4), C, p,
                                                       1.0 / (1.0 - p), SILU=silu, DROPOUT=drop,
                                                       BLOCK_Q=block_hw // 4, BLOCK_C=block_c,
-                                                      num_warps=TUNING["apply_warps"])
+                                                      num_warps=apply_warps)
     return y, mean, rstd
 
 
 @_fwd.register_fake
-def _(x, shift, weight, bias, seed, groups, eps, silu, p):
+def _(x, shift, weight, bias, seed, groups, eps, silu, p, tuning):
     B = x.shape[0]
     return (torch.empty_like(x, memory_format=torch.channels_last),
             x.new_empty((B, groups), dtype=torch.float32), x.new_empty((B, groups), dtype=torch.float32))
@@ -373,11 +372,12 @@ def _(x, shift, weight, bias, seed, groups, eps, silu, p):
 
 @torch.library.custom_op("ddpm::group_norm_act_bwd", mutates_args=())
 def _bwd(dy: Tensor, x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: Tensor, seed: Optional[Tensor],
-         mean: Tensor, rstd: Tensor, groups: int, silu: bool, p: float) -> tuple[Tensor, Tensor]:
+         mean: Tensor, rstd: Tensor, groups: int, silu: bool, p: float, tuning: list[int]) -> tuple[Tensor, Tensor]:
     B, C, H, W = x.shape
     HW, Cg = H * W, C // groups
     x, dy = _nhwc(x), _nhwc(dy)
-    block_c, block_hw, split, rows = _plan(B, HW, C, x.device)
+    elems, reduce_warps, apply_warps, combine_warps, per_sm = tuning
+    block_c, block_hw, split, rows = _plan(B, HW, C, x.device, elems, per_sm)
     f32 = dict(device=x.device, dtype=torch.float32)
     part = torch.empty((B, split, 3, C), **f32)
     sh = shift.contiguous() if shift is not None else x
@@ -386,49 +386,51 @@ def _bwd(dy: Tensor, x: Tensor, shift: Optional[Tensor], weight: Tensor, bias: T
     flags = dict(HAS_SHIFT=shift is not None, SILU=silu, DROPOUT=drop, BLOCK_Q=block_hw // 4, BLOCK_C=block_c)
     HWq = triton.cdiv(HW, 4)
     _bwd_reduce_kernel[(B, split)](dy, x, sh, weight, bias, sd, mean, rstd, part, HW, HWq, C, Cg, groups, rows, split,
-                                   p, 1.0 / (1.0 - p), **flags, num_warps=TUNING["reduce_warps"])
+                                   p, 1.0 / (1.0 - p), **flags, num_warps=reduce_warps)
     coef, sums = torch.empty((B, 3, C), **f32), torch.empty((B, 3, C), **f32)
     _bwd_combine_kernel[(B,)](part, rstd, weight, coef, sums, HW, C, Cg, groups, split, float(HW * Cg),
                               BLOCK_C=block_c, GP=_pow2(groups), SP=_pow2(split),
-                              num_warps=TUNING["combine_warps"])
+                              num_warps=combine_warps)
     dx = torch.empty_like(x)
     _bwd_apply_kernel[(B, triton.cdiv(HW, block_hw))](dy, x, sh, weight, bias, sd, mean, rstd, coef, dx, HW, HWq, C,
                                                       Cg, groups, p, 1.0 / (1.0 - p), **flags,
-                                                      num_warps=TUNING["apply_warps"])
+                                                      num_warps=apply_warps)
     return dx, sums  # (B, C, H, W) NHWC; (B, 3, C): per image, the sums of dz, dz * xhat and dx
 
 
 @_bwd.register_fake
-def _(dy, x, shift, weight, bias, seed, mean, rstd, groups, silu, p):
+def _(dy, x, shift, weight, bias, seed, mean, rstd, groups, silu, p, tuning):
     return torch.empty_like(x, memory_format=torch.channels_last), x.new_empty((x.shape[0], 3, x.shape[1]),
                                                                                 dtype=torch.float32)
 
 
 def _setup(ctx, inputs, output):
-    x, shift, weight, bias, seed, groups, eps, silu, p = inputs
+    x, shift, weight, bias, seed, groups, eps, silu, p, tuning = inputs
     _, mean, rstd = output
     ctx.save_for_backward(x, shift, weight, bias, seed, mean, rstd)
-    ctx.cfg = (groups, silu, p)
+    ctx.cfg = (groups, silu, p, tuning)
 
 
 def _backward(ctx, dy, _dmean, _drstd):
     x, shift, weight, bias, seed, mean, rstd = ctx.saved_tensors
-    groups, silu, p = ctx.cfg
-    dx, sums = _bwd(dy, x, shift, weight, bias, seed, mean, rstd, groups, silu, p)
+    groups, silu, p, tuning = ctx.cfg
+    dx, sums = _bwd(dy, x, shift, weight, bias, seed, mean, rstd, groups, silu, p, tuning)
     dbias, dweight = sums[:, 0].sum(0).to(bias.dtype), sums[:, 1].sum(0).to(weight.dtype)
     dshift = sums[:, 2].to(shift.dtype) if shift is not None else None
-    return dx, dshift, dweight, dbias, None, None, None, None, None
+    return dx, dshift, dweight, dbias, None, None, None, None, None, None
 
 
 _fwd.register_autograd(_backward, setup_context=_setup)
 
 
 def group_norm_act(x: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float, *, shift: Tensor | None = None,
-                   silu: bool = True, p: float = 0.0, seed: Tensor | None = None) -> Tensor:
+                   silu: bool = True, p: float = 0.0, seed: Tensor | None = None,
+                   tuning: tuple[int, int, int, int, int] = (4096, 8, 4, 8, 2)) -> Tensor:
     """``dropout(act(group_norm(x + shift[:, :, None, None])))`` on an NHWC 4-d ``x`` in its own dtype, with
     ``act`` SiLU or the identity and the dropout drawn from ``seed`` (a one-element int tensor on ``x``'s
-    device) when ``p > 0``. Returns an NHWC tensor of ``x``'s dtype."""
+    device) when ``p > 0``. ``tuning``: the launch parameters (``GroupNormTuning.as_tuple()``). Returns an
+    NHWC tensor of ``x``'s dtype."""
     if p > 0.0 and seed is None:
         raise ValueError("group_norm_act needs a seed tensor when p > 0")
-    y, _, _ = _fwd(x, shift, weight, bias, seed, int(groups), float(eps), bool(silu), float(p))
+    y, _, _ = _fwd(x, shift, weight, bias, seed, int(groups), float(eps), bool(silu), float(p), [int(v) for v in tuning])
     return y
