@@ -43,7 +43,6 @@ CONFIGS = {
     "mnist": ClassifierConfig(image_size=28, widths=(16, 32), feature_dim=128),
     "cifar10": ClassifierConfig(in_channels=3, image_size=32, widths=(32, 64), feature_dim=128),
 }
-SHAPES = {name: (c.in_channels, c.image_size, c.image_size) for name, c in CONFIGS.items()}
 
 
 class Classifier(nn.Module):

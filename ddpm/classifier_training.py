@@ -24,7 +24,7 @@ def accuracy(model: Classifier, x: Tensor, y: Tensor, batch_size: int = 1000) ->
     return correct / x.shape[0]
 
 
-def train_classifier(dataset: str = "digits", epochs: int | None = None, seed: int = 0, data_dir=None,
+def train_classifier(dataset: str = "digits", epochs: int | None = None, data_dir=None, *, seed: int = 0,
                      batch_size: int = 64, lr: float = 1e-3, progress: bool = True) -> tuple[Classifier, dict]:
     """Train the classifier for ``dataset`` on its training split; return it and a report with the
     test accuracy. Deterministic on a given machine for a given ``seed`` and thread count."""

@@ -10,7 +10,7 @@ not apply, a missing, corrupted or mismatched checkpoint, a file where a folder 
 disk, NaN samples) prints one line ``error: ...`` on stderr and exits with code 2; set
 ``DDPM_DEBUG=1`` to see the traceback instead. Figures and sample arrays are written atomically.
 The pieces live in :mod:`ddpm.cli_args` (parser), :mod:`ddpm.presets` (models),
-:mod:`ddpm.sampling` (sampler policy) and :mod:`ddpm.plotting` (figures).
+:mod:`ddpm.cli_sampling` (the command line's sampler policy) and :mod:`ddpm.plotting` (figures).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .cli_args import (
     train_config_fields,
 )
 from .config import _RESUMABLE_CHANGES
-from .presets import DEFAULTS, MLP_FLAGS, MODELS, UNET_FLAGS, build_model, defaults_for, model_from_config
+from .presets import DEFAULTS, MLP_FLAGS, MODELS, UNET_FLAGS, build_preset, defaults_for, model_from_config
 
 SCHEDULES = ("linear", "cosine")
 # Threads: one for a small model, all cores for a large one. Measured for the moons MLP (150 steps,
@@ -189,7 +189,7 @@ def cmd_train(a) -> int:
         item = tuple(data.shape[1:])
         d = defaults_for(a.data, item)
         model_name = a.model if _given(a, "model") else d["model"]
-        model = build_model(model_name, item, a.seed, **_arch(a))
+        model = build_preset(model_name, item, seed=a.seed, **_arch(a))
         T = a.T if _given(a, "T") else 1000
         sname = a.schedule if _given(a, "schedule") else "linear"
         schedule = Schedule.linear(T) if sname == "linear" else Schedule.cosine(T)
@@ -234,16 +234,16 @@ def _load(a):
 
 
 def _sampler_args(a, T):
-    from .sampling import check_sampler
+    from .cli_sampling import check_sampler
 
-    return check_sampler(a.sampler, getattr(a, "steps", None), getattr(a, "eta", None), T)
+    return check_sampler(a.sampler, T, steps=getattr(a, "steps", None), eta=getattr(a, "eta", None))
 
 
 def _draw(a, ck, model, device, steps, eta, n):
     from .plotting import check_finite
-    from .sampling import draw
+    from .cli_sampling import draw
 
-    x = draw(model, ck.schedule, a.sampler, steps, eta, n, a.seed, device=device, progress=not a.no_progress,
+    x = draw(model, ck.schedule, n, sampler=a.sampler, steps=steps, eta=eta, seed=a.seed, device=device, progress=not a.no_progress,
              batch=a.batch, fast=a.fast)
     if x is not None:  # under torchrun only process 0 holds the gathered samples
         check_finite(x)
@@ -318,7 +318,7 @@ def cmd_evaluate(a) -> int:
 
     ck, model, device, steps, eta = _load(a)
     name, data, n = _eval_data(a, ck)
-    from .sampling import item_shape
+    from .cli_sampling import item_shape
 
     if tuple(data.shape[1:]) != item_shape(model):
         raise CLIError(f"the data have items of shape {tuple(data.shape[1:])}, the model makes {item_shape(model)}")
@@ -336,7 +336,7 @@ def cmd_evaluate(a) -> int:
         result["metrics"][metric] = distance_report(x, data, metric, generator=gen(3))
     if clf is not None:
         result["classifier"] = {"path": str(clf.source), "sha256": clf.sha256}
-        result["metrics"]["frechet"] = distance_report(x, data, "frechet", generator=gen(3), dataset=clf)
+        result["metrics"]["frechet"] = distance_report(x, data, "frechet", generator=gen(3), classifier=clf)
         noise = torch.randn(x.shape, generator=gen(5))
         ref = data[torch.randperm(data.shape[0], generator=gen(6))[:n]]
         result["metrics"]["confident_fraction"] = {"distance": confident_fraction(x, clf), "baseline": confident_fraction(ref, clf),
@@ -377,7 +377,7 @@ def cmd_train_classifier(a) -> int:
     out = Path(a.out)
     _writable_dir(out, "--out")
     torch.set_num_threads(getattr(a, "threads", 1))
-    model, report = train_classifier(a.data, a.epochs, a.seed, a.data_dir, progress=not a.no_progress)
+    model, report = train_classifier(a.data, a.epochs, a.data_dir, seed=a.seed, progress=not a.no_progress)
     report["command"] = report["command"].replace("FOLDER", str(out))
     path = save_classifier(model, report, a.data, out)
     from .classifier import load_classifier

@@ -85,7 +85,6 @@ _FIELD_TYPES = {
 }
 # Fields whose default depends on the data set (presets.DEFAULTS), not on the dataclass.
 PER_DATA = ("batch_size", "lr", "warmup")
-COMMON = ("device",)  # added by the common flags of every sub-command
 
 
 def field_comments(cls) -> dict[str, str]:

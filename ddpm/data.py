@@ -43,8 +43,8 @@ def load_dataset(
     name: str,
     n: int | None = None,
     data_dir=None,
-    generator: torch.Generator | None = None,
     *,
+    generator: torch.Generator | None = None,
     split: str = "train",
     labels: bool = False,
 ):
@@ -66,7 +66,7 @@ def load_dataset(
     if name in TOYS:
         if labels:
             raise ValueError(f"labels=True needs an image data set {IMAGES}; {name!r} is a 2-D toy")
-        return make_toy(name, n or DEFAULT_TOY_N, generator)
+        return make_toy(name, n or DEFAULT_TOY_N, generator=generator)
     if name == "digits":
         out = load_digits("all" if split == "all" else split, labels=labels)
     elif name in ("mnist", "fashion-mnist"):
@@ -92,8 +92,3 @@ def load_dataset(
     return (x, y) if labels else x
 
 
-
-
-def is_toy(name: str) -> bool:
-    """True for the names of the 2-D toys (:data:`TOYS`); a user's file of 2-D points is not one."""
-    return name in TOYS

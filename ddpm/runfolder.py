@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ._io import atomic_write_bytes
+
 LOCK_NAME = ".lock"
 LOSS_LOG = "loss.csv"
 SAMPLES = "samples.png"
@@ -45,19 +47,6 @@ def os_error(path, action: str, e: OSError) -> RunFolderError:
     err = RunFolderError(f"cannot {action} {path}: {_why(e)}")
     err.errno = e.errno
     return err
-
-
-def atomic_write(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, ``os.replace``);
-    an OS error becomes a :class:`RunFolderError` naming ``path``."""
-    from ._io import atomic_write_bytes
-
-    path = Path(path)
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        raise os_error(path, "write", e) from None
-    return path
 
 
 def is_temporary(name: str) -> bool:
@@ -134,6 +123,14 @@ class RunFolder:
                 raise RunFolderError(f"cannot write checkpoints into {p}: {free / 2**20:.0f} MiB free, a checkpoint "
                                      f"needs about {need_bytes / 2**20:.0f} MiB")
 
+    def _replace(self, name: str, data: bytes) -> Path:
+        """Write the run file ``name`` atomically; an OS error becomes a :class:`RunFolderError` naming it."""
+        path = self.path / name
+        try:
+            return atomic_write_bytes(path, data)
+        except OSError as e:
+            raise os_error(path, "write", e) from None
+
     def close(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
@@ -165,7 +162,7 @@ class RunFolder:
         w = csv.DictWriter(buf, LOG_FIELDS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-        atomic_write(path, buf.getvalue().encode())
+        self._replace(LOSS_LOG, buf.getvalue().encode())
 
     def log(self, step: int, loss: float, lr: float, seconds: float, images_per_second: float) -> None:
         """Append one row to ``loss.csv``."""
@@ -182,7 +179,7 @@ class RunFolder:
         """Write ``samples.png`` (replaced atomically): images ``(n, C, H, W)`` in [-1, 1] as a grid,
         or 2-D points ``(n, 2)`` as a scatter plot."""
         data = grid_png(x, title=f"step {step}")
-        return atomic_write(self.path / SAMPLES, data)
+        return self._replace(SAMPLES, data)
 
 
 def grid_png(x: Tensor, title: str = "") -> bytes:

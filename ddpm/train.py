@@ -43,7 +43,6 @@ from torch import Tensor, nn
 from . import distributed as _dist
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import _RESUMABLE_CHANGES, TrainConfig
-from .ema import EMA  # noqa: F401  (re-exported for older imports)
 from .fast import compile_net
 from .runfolder import RunFolder, RunFolderError
 from .schedule import Schedule
@@ -165,9 +164,9 @@ def train(
     schedule: Schedule,
     data: Tensor,
     config: TrainConfig | None = None,
+    *,
     out_dir=None,
     progress: bool = True,
-    *,
     resume: bool | str | Path = False,
     meta: dict | None = None,
 ) -> TrainResult:
