@@ -23,6 +23,8 @@ from pathlib import Path
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from ._io import atomic_write_bytes
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # the shipped weights; nothing writes here at run time
 SHIPPED = ("digits", "fashion-mnist")
 
@@ -144,7 +146,6 @@ def save_classifier(model: Classifier, report: dict, dataset: str, folder) -> Pa
     ``folder`` is required: nothing is written into the installed package."""
     from safetensors.torch import save
 
-    from ._io import atomic_write_bytes
 
     if folder is None:
         raise ValueError("save_classifier needs a folder (the shipped weights are never overwritten)")

@@ -13,6 +13,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from .classifier import CONFIGS, Classifier, check_dataset
+from .data import load_dataset
 
 EPOCHS = {"digits": 30, "fashion-mnist": 2, "mnist": 2, "cifar10": 10}  # the shipped weights' epochs
 
@@ -28,8 +29,6 @@ def train_classifier(dataset: str = "digits", epochs: int | None = None, data_di
                      batch_size: int = 64, lr: float = 1e-3, progress: bool = True) -> tuple[Classifier, dict]:
     """Train the classifier for ``dataset`` on its training split; return it and a report with the
     test accuracy. Deterministic on a given machine for a given ``seed`` and thread count."""
-    from .data import load_dataset
-
     check_dataset(dataset)
     epochs = EPOCHS[dataset] if epochs is None else epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:

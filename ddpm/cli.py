@@ -37,8 +37,20 @@ from .cli_args import (
     make_train_config,
     train_config_fields,
 )
+from .checkpoint import CheckpointWarning, list_checkpoints, load_checkpoint
+from .classifier import CONFIGS, SHIPPED, load_classifier, save_classifier, train_command
+from .classifier_training import train_classifier
+from .cli_sampling import check_sampler, draw, item_shape
 from .config import _RESUMABLE_CHANGES
+from .data import DATASETS, IMAGES, is_file_spec, load_dataset
+from .features import confident_fraction
+from .losses import bits_per_dim
+from .metrics import distance_report
+from .plotting import FIGURE_SUFFIXES, check_finite, save_array, save_figure
 from .presets import DEFAULTS, MLP_FLAGS, MODELS, UNET_FLAGS, build_preset, defaults_for, model_from_config
+from .schedule import Schedule
+from .toys import TOYS
+from .train import resolve_device, train
 
 SCHEDULES = ("linear", "cosine")
 # Threads: one for a small model, all cores for a large one. Measured for the moons MLP (150 steps,
@@ -85,8 +97,6 @@ def _warn(msg: str) -> None:
 
 
 def _resolve_device(name: str):
-    from .train import resolve_device
-
     return resolve_device(name)
 
 
@@ -100,8 +110,6 @@ def _arch(a) -> dict:
 
 def _data_spec(a) -> dict:
     """What the checkpoint stores about the data: a user's file as an absolute path."""
-    from .data import is_file_spec
-
     data = a.data
     if is_file_spec(data):
         data = str(Path(data).expanduser().resolve())
@@ -110,8 +118,6 @@ def _data_spec(a) -> dict:
 
 
 def _load_data(spec: dict):
-    from .data import load_dataset
-
     return load_dataset(spec["data"], n=spec.get("n"), data_dir=spec.get("data_dir"),
                         generator=torch.Generator().manual_seed(spec.get("data_seed", 1)))
 
@@ -146,10 +152,6 @@ def _refuse_changes(a, ck, stored: dict) -> None:
 
 
 def cmd_train(a) -> int:
-    from .checkpoint import list_checkpoints, load_checkpoint
-    from .schedule import Schedule
-    from .train import train
-
     out = Path(a.out)
     _writable_dir(out, "--out")
     if a.checkpoint is not None:
@@ -199,7 +201,6 @@ def cmd_train(a) -> int:
         meta = {**spec, "model": model_name, "schedule": sname}
     threads = _set_threads(a, model)
     out.mkdir(parents=True, exist_ok=True)
-    from .checkpoint import CheckpointWarning
 
     try:
         with warnings.catch_warnings():
@@ -221,8 +222,6 @@ def cmd_train(a) -> int:
 
 # ---------------------------------------------------------------------------- sample / evaluate
 def _load(a):
-    from .checkpoint import load_checkpoint
-
     device = _resolve_device(a.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -234,15 +233,10 @@ def _load(a):
 
 
 def _sampler_args(a, T):
-    from .cli_sampling import check_sampler
-
     return check_sampler(a.sampler, T, steps=getattr(a, "steps", None), eta=getattr(a, "eta", None))
 
 
 def _draw(a, ck, model, device, steps, eta, n):
-    from .plotting import check_finite
-    from .cli_sampling import draw
-
     x = draw(model, ck.schedule, n, sampler=a.sampler, steps=steps, eta=eta, seed=a.seed, device=device, progress=not a.no_progress,
              batch=a.batch, fast=a.fast)
     if x is not None:  # under torchrun only process 0 holds the gathered samples
@@ -251,8 +245,6 @@ def _draw(a, ck, model, device, steps, eta, n):
 
 
 def cmd_sample(a) -> int:
-    from .plotting import FIGURE_SUFFIXES, save_array, save_figure
-
     out = Path(a.out)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
         raise CLIError(f"--out must be an image file ({', '.join(FIGURE_SUFFIXES)}), got {out}")
@@ -276,14 +268,11 @@ def cmd_sample(a) -> int:
 
 def _eval_data(a, ck):
     """The data to compare with: --data (another path for the run's data) or the checkpoint's record."""
-    from .data import DATASETS, IMAGES, load_dataset
-
     name = a.data if a.data is not None else ck.data
     if name is None:
         raise CLIError(f"{ck.path} does not record its data set; pass --data (a data set name or the file it was trained on)")
     data_dir = a.data_dir or ck.meta.get("data_dir")
     gen = torch.Generator().manual_seed(a.seed + 2)
-    from .toys import TOYS
 
     if name in TOYS:
         n = a.n or 1000
@@ -301,8 +290,6 @@ def _eval_data(a, ck):
 
 def _classifier_for(a, name):
     """The classifier for the Frechet distance, or (None, note saying why there is none)."""
-    from .classifier import CONFIGS, SHIPPED, load_classifier, train_command
-
     if a.classifier is not None:
         return load_classifier(a.classifier), None
     if name in SHIPPED:
@@ -313,12 +300,8 @@ def _classifier_for(a, name):
 
 
 def cmd_evaluate(a) -> int:
-    from .features import confident_fraction
-    from .metrics import distance_report
-
     ck, model, device, steps, eta = _load(a)
     name, data, n = _eval_data(a, ck)
-    from .cli_sampling import item_shape
 
     if tuple(data.shape[1:]) != item_shape(model):
         raise CLIError(f"the data have items of shape {tuple(data.shape[1:])}, the model makes {item_shape(model)}")
@@ -344,9 +327,6 @@ def cmd_evaluate(a) -> int:
     if note:
         result["note"] = note
     if a.bpd:
-        from .data import IMAGES, load_dataset
-        from .losses import bits_per_dim
-
         s = ck.schedule.to(device)
         test = load_dataset(name, n=a.bpd, generator=gen(4), data_dir=a.data_dir or ck.meta.get("data_dir"),
                             **({"split": "test"} if name in IMAGES else {}))
@@ -371,16 +351,12 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_train_classifier(a) -> int:
-    from .classifier import save_classifier
-    from .classifier_training import train_classifier
-
     out = Path(a.out)
     _writable_dir(out, "--out")
     torch.set_num_threads(getattr(a, "threads", 1))
     model, report = train_classifier(a.data, a.epochs, a.data_dir, seed=a.seed, progress=not a.no_progress)
     report["command"] = report["command"].replace("FOLDER", str(out))
     path = save_classifier(model, report, a.data, out)
-    from .classifier import load_classifier
 
     clf = load_classifier(path)
     print(f"test accuracy {report['test_accuracy']:.4f}; wrote {path} (sha256 {clf.sha256[:12]}); "
@@ -390,9 +366,6 @@ def cmd_train_classifier(a) -> int:
 
 # ---------------------------------------------------------------------------- parser
 def _parser() -> OneLineParser:
-    from .classifier import CONFIGS
-    from .data import DATASETS
-
     p = OneLineParser(prog="python -m ddpm", description="Train, sample and evaluate DDPM/DDIM models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     S = SUPPRESS

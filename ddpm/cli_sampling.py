@@ -9,6 +9,9 @@ import os
 
 import torch
 
+from . import distributed
+from .samplers import sample_ddim, sample_ddpm
+
 SAMPLERS = ("ddpm", "ddim")
 ETA_MAX = 1.0  # DDIM's eta: 0 deterministic, 1 the DDPM posterior variance; beyond 1 is not a valid process
 
@@ -49,8 +52,6 @@ def draw(model, schedule, n: int, *, sampler: str, steps: int, eta: float, seed:
     Block ``j`` is drawn from a generator seeded ``seed + j`` (:func:`ddpm.distributed.sample_sharded`),
     so under ``torchrun`` the blocks are shared out among the processes, gathered on process 0, and the
     samples are the same as in one process; processes other than 0 get ``None``."""
-    from . import distributed
-    from .samplers import sample_ddim, sample_ddpm
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"-n must be an int >= 1, got {n}")

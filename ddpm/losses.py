@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ._utils import TimeArg, batch_size, check_t, extract
 from .forward import _noise_like, q_mean_variance, q_sample
@@ -160,8 +161,6 @@ def variational_bound(model, schedule, x0: Tensor, *, variance: str = "small", g
     terms[:, 0] = decoder_nll(model, schedule, x0, variance=variance, generator=generator, bin_width=bin_width)
     rng = range(2, schedule.T + 1)
     if progress:
-        from tqdm.auto import tqdm
-
         rng = tqdm(rng, desc="bound", leave=False)
     for t in rng:
         terms[:, t - 1] = vb_term(model, schedule, x0, t, variance=variance, generator=generator)

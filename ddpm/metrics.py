@@ -16,6 +16,8 @@ import numbers
 import torch
 from torch import Tensor
 
+from .features import features
+
 METRICS = ("sliced_wasserstein", "energy", "frechet")
 
 
@@ -122,8 +124,6 @@ def frechet_distance(x: Tensor, y: Tensor, classifier="digits", *, batch_size: i
     [-1, 1]. Smaller is closer; compare with the data-vs-data value at the same size
     (:func:`distance_report`), since the estimate is biased upwards for small sets.
     """
-    from .features import features
-
     return frechet_distance_features(features(x, classifier, batch_size), features(y, classifier, batch_size))
 
 
@@ -165,8 +165,6 @@ def distance_report(
     elif metric == "energy":
         dist = energy_distance
     else:
-        from .features import features
-
         fref = features(ref, classifier)
 
         def dist(a, b):  # b is always ref

@@ -21,6 +21,7 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ._utils import TimeArg, batch_size, check_same_shape, check_t, extract
 from .posterior import posterior_mean_from_eps, predict_x0, q_posterior, x0_to_eps
@@ -298,7 +299,6 @@ def _start(model, schedule: Schedule, shape, generator, x_T, device, dtype) -> T
 def _progress(it, progress: bool, desc: str, total: int):
     if not progress:
         return it
-    from tqdm.auto import tqdm
 
     return tqdm(it, total=total, desc=desc, leave=False)
 

@@ -39,12 +39,16 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
 
 from . import distributed as _dist
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import _RESUMABLE_CHANGES, TrainConfig
 from .fast import compile_net
-from .runfolder import RunFolder, RunFolderError
+from .presets import class_name
+from .runfolder import RunFolder, RunFolderError, os_error
+from .samplers import sample_ddim
 from .schedule import Schedule
 from .step import TrainStep, lr_at
 
@@ -292,8 +296,6 @@ def _train(model, schedule, data, config, out_dir, progress, resume, meta, devic
         model.to(memory_format=torch.channels_last)
     net = model
     if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)  # broadcasts rank 0's weights
     if config.compile:
         net = compile_net(net, config.compile_mode, config.channels_last)
@@ -328,8 +330,6 @@ def _train(model, schedule, data, config, out_dir, progress, resume, meta, devic
 
 
 def _check_resume(ck, model, schedule, config) -> None:
-    from .presets import class_name
-
     if ck.payload["model_class"] != class_name(model):
         raise ValueError(f"checkpoint {ck.path} holds a {ck.payload['model_class']}, not a {type(model).__name__}")
     if ck.payload["model_config"] != dataclasses.asdict(model.config):
@@ -364,8 +364,6 @@ def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress
     B = config.batch_size
     bar = None
     if progress and start < config.steps:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     n_steps = config.steps - start
     warm = min(20, n_steps // 4)  # steps left out of images_per_second
@@ -475,8 +473,6 @@ def _loop(step_fn, model, schedule, data, config, gen, device, out_dir, progress
 
 
 def _sample_grid(folder, ema_model, schedule, data, config, device, step) -> None:
-    from .samplers import sample_ddim
-
     n = 64 if data.dim() == 4 else 1000
     g = torch.Generator(device=device).manual_seed(config.seed)  # the same noise at every grid: frames compare
     with torch.no_grad():
@@ -503,8 +499,6 @@ def _save(out_dir, model, schedule, step_fn, step, config, gen, device, losses, 
     except RunFolderError:
         raise
     except OSError as e:
-        from .runfolder import os_error
-
         raise os_error(path, "write the checkpoint", e) from None
     if config.keep_checkpoints:
         for _, old in list_checkpoints(out_dir)[: -config.keep_checkpoints]:
