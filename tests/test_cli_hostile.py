@@ -87,7 +87,7 @@ CASES = [
     (["evaluate", "--checkpoint", R, "-n", "0"], ["-n"]),
     (["sample", "--checkpoint", R, "--eta", "inf", "--out", f"{O}/s.png"], ["--eta", "inf"]),
     (["sample", "--checkpoint", R, "--eta", "5", "--out", f"{O}/s.png"], ["--eta", "5"]),
-    (["sample", "--checkpoint", R, "--sampler", "ddpm", "--eta", "0.3", "--out", f"{O}/s.png"], ["--eta", "ddpm"]),
+    (["sample", "--checkpoint", R, "--sampler", "ddpm", "--eta", "0.3", "--out", f"{O}/s.png"], ["--eta", "--sampler"]),
     (["sample", "--checkpoint", R, "--steps", "0", "--out", f"{O}/s.png"], ["--steps", "0"]),
     (["sample", "--checkpoint", R, "--steps", "21", "--out", f"{O}/s.png"], ["--steps", "21"]),
     (["sample", "--checkpoint", R, "--seed", HUGE, "--out", f"{O}/s.png"], ["--seed"]),
