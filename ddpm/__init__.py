@@ -15,8 +15,9 @@ Notation, paper -> code (the book's notation page has the full table)::
     DDIM eqs. 12, 16           ddim_step, ddim_sigma, ddim_eta_max, sample_ddim, ddim_trajectory
 
 Arguments: the maths takes ``(schedule, x_t, t, ...)``, the losses ``(model, schedule, x0, ...)``,
-the samplers ``(model, schedule, shape, ...)``; ``noise``, ``generator``, ``clip``, ``variance``,
-``eta``, ``steps``, ``spacing``, ``progress`` and the like are keyword-only everywhere.
+the samplers ``(model, schedule, shape, ...)``; ``noise``, ``generator``, ``progress``, every
+``seed``, and the settings ``clip``, ``variance``, ``eta``, ``steps``, ``spacing`` and ``x_T`` are
+keyword-only everywhere.
 """
 
 from .schedule import Schedule
