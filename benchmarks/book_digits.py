@@ -220,7 +220,7 @@ def quality(args) -> int:
        training digit, next to the same distance for the test digits.
     Writes ``digits_quality.json`` next to the table.
     """
-    from ddpm.classifier import features
+    from ddpm.features import features
     from ddpm.metrics import frechet_distance_features as fd
 
     torch.set_num_threads(1)

@@ -177,7 +177,7 @@ def _check_serialisable(model: nn.Module, config: TrainConfig, meta: dict | None
         raise ValueError(f"the model config or meta cannot be stored in a checkpoint (only numbers, strings, lists and dicts): {first}") from None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainRun:
     """One call of :func:`train` as the loop sees it: everything a step, a read-back, a checkpoint or
     a sample grid needs besides the weights and the optimiser."""
