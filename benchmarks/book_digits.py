@@ -144,7 +144,7 @@ def main(argv=None) -> int:
             x_T = torch.randn(args.n, 1, 8, 8, generator=torch.Generator().manual_seed(1000 + seed)).to(device)
             x, sec = run_sampler(model, s, c["sampler"], c["steps"], c["eta"] or 0.0, x_T, seed, device)
             # the same reference set (and baseline) for every run: only x_T and the sampler's noise vary
-            rep = ddpm.distance_report(x, data_all, "frechet", generator=torch.Generator().manual_seed(0), dataset="digits")
+            rep = ddpm.distance_report(x, data_all, "frechet", generator=torch.Generator().manual_seed(0), classifier="digits")
             dists.append(rep["distance"]); secs.append(sec)
             if seed == 0:
                 keep[c["label"]] = x[:64].clone()
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         "seeds": args.seeds,
         "spacing": "trailing",
         "schedule": "linear, T = 1000, beta 1e-4..0.02",
-        "metric": "ddpm.distance_report(metric='frechet', dataset='digits')",
+        "metric": "ddpm.distance_report(metric='frechet', classifier='digits')",
         "rows": rows,
         "cpu_timing": {"batch": args.cpu_timing_batch, "threads": 1, "rows": cpu_rows},
     }
@@ -205,7 +205,7 @@ def quality(args) -> int:
        training digit, next to the same distance for the test digits.
     Writes ``digits_quality.json`` next to the table.
     """
-    from ddpm.classifier import features
+    from ddpm.features import features
     from ddpm.metrics import frechet_distance_features as fd
 
     torch.set_num_threads(1)

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
             g = torch.Generator().manual_seed(1)
             x = ddpm.sample_ddim(r.ema, s, (a.samples, 1, 8, 8), steps=50, generator=g, progress=False).clamp(-1, 1)
             conf = confident_fraction(x, "digits", 0.9)
-            fd = distance_report(x, ref_all, "frechet", generator=torch.Generator().manual_seed(2), dataset="digits")
+            fd = distance_report(x, ref_all, "frechet", generator=torch.Generator().manual_seed(2), classifier="digits")
             e = {"step": step, "train_seconds": round(train_seconds, 1), "loss_last100": sum(r.losses[-100:]) / 100,
                  "confident_fraction": conf, "frechet": fd["distance"], "frechet_data_vs_data": fd["baseline"],
                  "frechet_noise": fd["noise"], "steps_per_sec": r.steps_per_sec}

@@ -6,7 +6,7 @@
    ``fashion_unet_ema_{a,b}.safetensors`` (two files of under 16 MB; ``--weights`` loads them to re-sample).
 2. Sample 10,000 images with DDIM for S in 10, 20, 50, 100 and eta in 0, 0.5, 1 (``ddpm.sample_ddim``,
    trailing spacing) and with DDPM-1000 (``ddpm.sample_ddpm``), from the same x_T for every setting.
-3. ``ddpm.frechet_distance(samples, test images, dataset="fashion-mnist")`` for each, the data-vs-data
+3. ``ddpm.frechet_distance(samples, test images, classifier="fashion-mnist")`` for each, the data-vs-data
    baseline (10,000 training images against the 10,000 test images), and bits/dim
    (``ddpm.bits_per_dim``, float32) on a test subset.
 

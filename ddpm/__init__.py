@@ -15,8 +15,9 @@ Notation, paper -> code (the book's notation page has the full table)::
     DDIM eqs. 12, 16           ddim_step, ddim_sigma, ddim_eta_max, sample_ddim, ddim_trajectory
 
 Arguments: the maths takes ``(schedule, x_t, t, ...)``, the losses ``(model, schedule, x0, ...)``,
-the samplers ``(model, schedule, shape, ...)``; ``noise``, ``generator``, ``clip``, ``variance``,
-``eta``, ``steps``, ``spacing``, ``progress`` and the like are keyword-only everywhere.
+the samplers ``(model, schedule, shape, ...)``; ``noise``, ``generator``, ``progress``, every
+``seed``, and the settings ``clip``, ``variance``, ``eta``, ``steps``, ``spacing`` and ``x_T`` are
+keyword-only everywhere.
 """
 
 from .schedule import Schedule
@@ -24,7 +25,6 @@ from .forward import q_step, q_sample, q_mean_variance, marginal_variance
 from .posterior import (
     q_posterior,
     predict_x0,
-    eps_to_x0,
     x0_to_eps,
     v_target,
     v_to_x0,
@@ -70,3 +70,22 @@ from .checkpoint import Checkpoint, save_checkpoint, load_checkpoint, latest_che
 from .metrics import sliced_wasserstein, energy_distance, frechet_distance, distance_report
 from .gpu import FastEps
 from .step import TrainStep
+
+__all__ = [
+    # the maths: (schedule, x_t, t, ...)
+    "Schedule", "q_step", "q_sample", "q_mean_variance", "marginal_variance", "q_posterior", "predict_x0",
+    "x0_to_eps", "v_target", "v_to_x0", "v_to_eps", "eps_to_v", "x0_to_v", "posterior_mean_from_eps",
+    "timesteps", "ddpm_step", "ddim_step", "ddim_sigma", "ddim_eta_max",
+    # the samplers: (model, schedule, shape, ...)
+    "sample_ddpm", "sample_ddim", "ddpm_trajectory", "ddim_trajectory",
+    # the losses: (model, schedule, x0, ...)
+    "loss_simple", "gaussian_kl", "prior_loss", "vb_term", "decoder_nll", "decoder_variance",
+    "discretized_gaussian_log_likelihood", "variational_bound", "bits_per_dim",
+    "GaussianMixture", "DiffusersEps", "from_diffusers", "EpsOffset", "LinearGaussianChain",
+    # models, training, data, metrics
+    "MLP", "MLPConfig", "UNet", "UNetConfig", "sinusoidal_embedding",
+    "load_dataset", "read_idx", "load_cifar10", "load_array", "make_toy", "toy_mixture", "DATASETS", "TOYS",
+    "EMA", "train", "TrainConfig", "TrainResult", "TrainStep",
+    "Checkpoint", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
+    "sliced_wasserstein", "energy_distance", "frechet_distance", "distance_report", "FastEps",
+]

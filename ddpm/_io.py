@@ -7,6 +7,7 @@ old file or the new one, never half of one, and no temporary file behind.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Callable
@@ -42,6 +43,9 @@ def atomic_write(path, write: Callable[[object], None]) -> Path:
             raise
         # A full disk or a permission error names the file the user asked for, not the temporary one.
         raise OSError(e.errno, e.strerror, str(path)) from None
+    except RuntimeError as e:  # torch.save's writer on a full disk: "[enforce fail at inline_container.cc...]"
+        first = (str(e).strip().splitlines() or ["write failed"])[0][:160]
+        raise OSError(errno.EIO, f"write failed ({first})", str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -10,7 +10,6 @@ schedule, shape)`` samples exactly what diffusers' own DDIM loop does with the s
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ._utils import net_times

@@ -224,11 +224,6 @@ def read_payload(path) -> dict:
     return payload
 
 
-def build_model(payload: dict) -> nn.Module:
-    """Rebuild the (untrained) model a checkpoint dict describes, from the package's registry."""
-    return model_from_config(payload["model_class"], payload["model_config"])
-
-
 def _check_finite(state: dict, what: str, path: Path) -> None:
     for k, v in state.items():
         if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and not torch.isfinite(v).all():
@@ -238,7 +233,7 @@ def _check_finite(state: dict, what: str, path: Path) -> None:
 def _load_file(path: Path, device, strict: bool) -> Checkpoint:
     payload = read_payload(path)
     try:
-        model = build_model(payload)
+        model = model_from_config(payload["model_class"], payload["model_config"])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     if not isinstance(payload["model"], dict):
@@ -249,7 +244,7 @@ def _load_file(path: Path, device, strict: bool) -> Checkpoint:
         model.load_state_dict(payload["model"], strict=strict)
         if payload.get("ema") is not None:
             _check_finite(payload["ema"], "EMA", path)
-            ema = build_model(payload)
+            ema = model_from_config(payload["model_class"], payload["model_config"])
             ema.load_state_dict(payload["ema"], strict=strict)
             ema.requires_grad_(False)
     except RuntimeError as e:

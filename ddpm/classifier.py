@@ -23,6 +23,8 @@ from pathlib import Path
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from ._io import atomic_write_bytes
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # the shipped weights; nothing writes here at run time
 SHIPPED = ("digits", "fashion-mnist")
 
@@ -43,7 +45,6 @@ CONFIGS = {
     "mnist": ClassifierConfig(image_size=28, widths=(16, 32), feature_dim=128),
     "cifar10": ClassifierConfig(in_channels=3, image_size=32, widths=(32, 64), feature_dim=128),
 }
-SHAPES = {name: (c.in_channels, c.image_size, c.image_size) for name, c in CONFIGS.items()}
 
 
 class Classifier(nn.Module):
@@ -145,7 +146,6 @@ def save_classifier(model: Classifier, report: dict, dataset: str, folder) -> Pa
     ``folder`` is required: nothing is written into the installed package."""
     from safetensors.torch import save
 
-    from ._io import atomic_write_bytes
 
     if folder is None:
         raise ValueError("save_classifier needs a folder (the shipped weights are never overwritten)")

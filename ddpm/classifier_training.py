@@ -13,6 +13,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from .classifier import CONFIGS, Classifier, check_dataset
+from .data import load_dataset
 
 EPOCHS = {"digits": 30, "fashion-mnist": 2, "mnist": 2, "cifar10": 10}  # the shipped weights' epochs
 
@@ -24,12 +25,10 @@ def accuracy(model: Classifier, x: Tensor, y: Tensor, batch_size: int = 1000) ->
     return correct / x.shape[0]
 
 
-def train_classifier(dataset: str = "digits", epochs: int | None = None, seed: int = 0, data_dir=None,
+def train_classifier(dataset: str = "digits", epochs: int | None = None, data_dir=None, *, seed: int = 0,
                      batch_size: int = 64, lr: float = 1e-3, progress: bool = True) -> tuple[Classifier, dict]:
     """Train the classifier for ``dataset`` on its training split; return it and a report with the
     test accuracy. Deterministic on a given machine for a given ``seed`` and thread count."""
-    from .data import load_dataset
-
     check_dataset(dataset)
     epochs = EPOCHS[dataset] if epochs is None else epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:

@@ -10,7 +10,7 @@ not apply, a missing, corrupted or mismatched checkpoint, a file where a folder 
 disk, NaN samples) prints one line ``error: ...`` on stderr and exits with code 2; set
 ``DDPM_DEBUG=1`` to see the traceback instead. Figures and sample arrays are written atomically.
 The pieces live in :mod:`ddpm.cli_args` (parser), :mod:`ddpm.presets` (models),
-:mod:`ddpm.sampling` (sampler policy) and :mod:`ddpm.plotting` (figures).
+:mod:`ddpm.cli_sampling` (the command line's sampler policy) and :mod:`ddpm.plotting` (figures).
 """
 
 from __future__ import annotations
@@ -36,18 +36,37 @@ from .cli_args import (
     int_list,
     make_train_config,
     train_config_fields,
+    user_path,
 )
-from .config import _RESUMABLE_CHANGES
-from .presets import DEFAULTS, MLP_FLAGS, MODELS, UNET_FLAGS, build_model, defaults_for, model_from_config
+from .checkpoint import CheckpointWarning, list_checkpoints, load_checkpoint
+from .classifier import CONFIGS, SHIPPED, load_classifier, save_classifier, train_command
+from .classifier_training import train_classifier
+from .cli_sampling import check_sampler, draw, item_shape
+from .config import RESUMABLE, SEED_MAX
+from .data import DATASETS, IMAGES, data_digest, is_file_spec, load_dataset
+from .features import confident_fraction
+from .losses import bits_per_dim
+from .metrics import distance_report
+from .plotting import FIGURE_SUFFIXES, check_finite, save_array, save_figure
+from .presets import DEFAULTS, MLP_FLAGS, MODELS, UNET_FLAGS, build_preset, defaults_for, model_from_config
+from .schedule import Schedule
+from .resume import ResumeMismatch, check_resume
+from .runfolder import check_contents
+from .toys import DEFAULT_TOY_N, TOYS
+from .train import Interrupted, resolve_device, train
 
 SCHEDULES = ("linear", "cosine")
 # Threads: one for a small model, all cores for a large one. Measured for the moons MLP (150 steps,
 # batch 256) on a 2-core machine shared with other jobs: 1 thread 14.0 and 2.2 steps/s, 2 threads
 # 0.25 and 0.25 steps/s: a second thread that has to wait for a busy core stalls every step.
 SMALL_MODEL_PARAMS = 2_000_000
+MAX_THREADS = os.cpu_count() or 1  # more threads than cores only slow torch down
+MAX_ITEMS = 10**8  # data items, samples, blocks: beyond this a run cannot hold them in memory
+MAX_T = 100_000  # diffusion steps (DDPM: 1000)
 PACKAGE_DIR = Path(__file__).resolve().parent
 # U-Net flag -> UNetConfig field
 UNET_FLAG_NAMES = {fl.lstrip("-").replace("-", "_"): fd for fd, fl in UNET_FLAGS.items()}  # dest -> field
+MODEL_FIELD_FLAGS = {**UNET_FLAGS, **MLP_FLAGS}  # model config field -> flag
 
 
 def _given(a, name) -> bool:
@@ -68,7 +87,6 @@ def _set_threads(a, model) -> int:
 def _writable_dir(folder: Path, what: str) -> None:
     """Check, before any work, that ``folder`` is (or can be made) a folder we may write into.
     Nothing is created here; the writer creates the folder when it first saves."""
-    folder = folder.expanduser()
     if PACKAGE_DIR in [folder.resolve(), *folder.resolve().parents]:
         raise CLIError(f"{what} {folder} is inside the installed ddpm package; choose a folder of your own")
     for parent in [folder, *folder.parents]:
@@ -85,8 +103,6 @@ def _warn(msg: str) -> None:
 
 
 def _resolve_device(name: str):
-    from .train import resolve_device
-
     return resolve_device(name)
 
 
@@ -98,58 +114,102 @@ def _arch(a) -> dict:
     return arch
 
 
-def _data_spec(a) -> dict:
-    """What the checkpoint stores about the data: a user's file as an absolute path."""
-    from .data import is_file_spec
-
-    data = a.data
-    if is_file_spec(data):
-        data = str(Path(data).expanduser().resolve())
-    data_dir = str(Path(a.data_dir).expanduser().resolve()) if getattr(a, "data_dir", None) else None
-    return {"data": data, "data_dir": data_dir, "n": getattr(a, "n", None), "data_seed": getattr(a, "seed", 0) + 1}
+def _data_spec(a, stored: dict | None = None) -> dict:
+    """What the checkpoint stores about the data: the data set name or a user's file as an absolute
+    path with its SHA-256, the data folder, ``n`` (a toy's default made explicit) and the seed of the
+    draw. On ``--resume`` (``stored``: the checkpoint's record) the flags given override the record."""
+    stored = stored or {}
+    data = a.data if _given(a, "data") else stored.get("data")
+    if _given(a, "data") and is_file_spec(data):
+        data = str(Path(data).resolve())
+    if not _given(a, "data") and data is not None and is_file_spec(data) and not Path(data).exists():
+        raise CLIError(f"the run's data {data} (recorded in {stored.get('ckpt', 'its checkpoint')}) is not there; "
+                       "pass --data with its new location")
+    data_dir = str(Path(a.data_dir).resolve()) if _given(a, "data_dir") and a.data_dir else stored.get("data_dir")
+    n = a.n if _given(a, "n") else stored.get("n") if stored else None
+    if n is None and not stored and data in TOYS:
+        n = DEFAULT_TOY_N
+    seed = stored.get("data_seed") if stored else getattr(a, "seed", 0) + 1
+    return {"data": data, "data_sha256": data_digest(data), "data_dir": data_dir, "n": n, "data_seed": seed}
 
 
 def _load_data(spec: dict):
-    from .data import load_dataset
-
     return load_dataset(spec["data"], n=spec.get("n"), data_dir=spec.get("data_dir"),
                         generator=torch.Generator().manual_seed(spec.get("data_seed", 1)))
 
 
-def _refuse_changes(a, ck, stored: dict) -> None:
-    """A resumed run keeps its settings: a flag that would change them is refused."""
-    checks = {"data": stored.get("data"), "data_dir": stored.get("data_dir"), "n": stored.get("n"),
-              "model": stored.get("model"), "schedule": stored.get("schedule"), "T": ck.schedule.T}
-    for name, old in checks.items():
-        if _given(a, name):
-            new = getattr(a, name)
-            if name == "data":
-                new = _data_spec(a)["data"]
-            elif name == "data_dir" and new is not None:
-                new = str(Path(new).expanduser().resolve())
-            if old is not None and new != old:
-                raise CLIError(f"{flag(name)} {getattr(a, name)} differs from the run's {old} (stored in {ck.path}); "
-                               "a resumed run keeps its settings: drop the flag, or train into another --out")
-    arch = _arch(a)
-    cfg = ck.payload["model_config"]
-    for k, v in arch.items():
-        old = cfg.get(k)
-        if isinstance(old, (list, tuple)):
-            old = tuple(old)
-        if old != v:
-            raise CLIError(f"the run's model config has {k}={old!r} (stored in {ck.path}), not {v!r}; it cannot change on --resume")
-    old_cfg = ck.config if not isinstance(ck.config, dict) else None
-    for k, v in train_config_fields(a).items():
-        if k not in _RESUMABLE_CHANGES and old_cfg is not None and getattr(old_cfg, k) != v:
-            raise CLIError(f"{flag(k)} {v} differs from the run's {getattr(old_cfg, k)} (stored in {ck.path}); "
-                           f"only {', '.join(flag(x) for x in sorted(_RESUMABLE_CHANGES))} may change on --resume")
+def _flag_of(e: ResumeMismatch) -> str:
+    """The command-line flag behind a resume mismatch."""
+    if e.kind == "model" and e.field in MODEL_FIELD_FLAGS:
+        return MODEL_FIELD_FLAGS[e.field]
+    return {"data_sha256": "--data", "model class": "--model", "T": "--T"}.get(e.field, flag(e.field))
+
+
+def _check_resume_flags(ck, a, spec: dict, meta: dict, schedule, config) -> None:
+    """The flags of a ``--resume`` against the run's checkpoint, by :func:`ddpm.resume.check_resume`
+    (the check :func:`ddpm.train` repeats), before any data are loaded; the error names the flag."""
+    model_config = {**ck.payload["model_config"], **_arch(a)}
+    try:
+        check_resume(ck, model_class=ck.payload["model_class"], model_config=model_config, schedule=schedule,
+                     config=config, meta=meta)
+    except ResumeMismatch as e:
+        if e.field == "data_sha256":
+            raise CLIError(f"the data file {spec['data']} changed since the run started (its SHA-256 differs from the one "
+                           f"stored in {ck.path}); restore it, or train a new run into another --out") from None
+        if e.kind == "train":
+            raise CLIError(f"{_flag_of(e)} {e.new} differs from the run's {e.old} (stored in {ck.path}); "
+                           f"only {', '.join(flag(x) for x in sorted(RESUMABLE))} may change on --resume") from None
+        new = e.new if e.field not in ("schedule",) else a.schedule if _given(a, "schedule") else e.new
+        old = e.old if e.field not in ("schedule",) else ck.meta.get("schedule", e.old)
+        raise CLIError(f"{_flag_of(e)} {new} differs from the run's {old} (stored in {ck.path}); "
+                       "a resumed run keeps its settings: drop the flag, or train into another --out") from None
+
+
+def _schedule(name: str, T: int) -> Schedule:
+    return Schedule.linear(T) if name == "linear" else Schedule.cosine(T)
+
+
+def _resume_setup(a, out: Path):
+    """Model, schedule, data, config and meta of a run continued from its checkpoint in ``out``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the training loop reports a skipped file itself
+        ck = load_checkpoint(a.checkpoint or out, report=_warn)
+    stored = dict(ck.meta)
+    if "data" not in stored:
+        raise CLIError(f"{ck.path} does not record its data set (not written by `python -m ddpm train`); resume it from Python")
+    spec = _data_spec(a, {**stored, "ckpt": ck.path})
+    sname = a.schedule if _given(a, "schedule") else stored.get("schedule", "linear")
+    schedule = ck.schedule if not (_given(a, "schedule") or _given(a, "T")) else _schedule(sname, a.T if _given(a, "T") else ck.schedule.T)
+    base = dataclasses.asdict(ck.config) if not isinstance(ck.config, dict) else dict(ck.config)
+    config = make_train_config(**{**base, **train_config_fields(a)})
+    model_name = a.model if _given(a, "model") else stored.get("model", ck.payload["model_class"])
+    meta = {**stored, **spec, "model": model_name, "schedule": sname}
+    _check_resume_flags(ck, a, spec, meta, schedule, config)
+    data = _load_data(spec)
+    with torch.random.fork_rng():
+        torch.manual_seed(ck.config.seed if not isinstance(ck.config, dict) else 0)
+        model = model_from_config(ck.payload["model_class"], ck.payload["model_config"])
+    return model, schedule, data, config, model_name, meta
+
+
+def _fresh_setup(a):
+    """Model, schedule, data, config and meta of a new run from the flags."""
+    if not _given(a, "data"):
+        raise CLIError("--data is required (only --resume on a run folder with checkpoints reads it from the checkpoint)")
+    a.seed = getattr(a, "seed", 0)
+    spec = _data_spec(a)
+    data = _load_data(spec)
+    item = tuple(data.shape[1:])
+    d = defaults_for(a.data, item)
+    model_name = a.model if _given(a, "model") else d["model"]
+    model = build_preset(model_name, item, seed=a.seed, **_arch(a))
+    sname = a.schedule if _given(a, "schedule") else "linear"
+    schedule = _schedule(sname, a.T if _given(a, "T") else 1000)
+    config = make_train_config(**{**{k: d[k] for k in PER_DATA}, **train_config_fields(a)})
+    return model, schedule, data, config, model_name, {**spec, "model": model_name, "schedule": sname}
 
 
 def cmd_train(a) -> int:
-    from .checkpoint import list_checkpoints, load_checkpoint
-    from .schedule import Schedule
-    from .train import train
-
     out = Path(a.out)
     _writable_dir(out, "--out")
     if a.checkpoint is not None:
@@ -161,56 +221,19 @@ def cmd_train(a) -> int:
         if chosen.resolve().parent != out.resolve():
             raise CLIError(f"--checkpoint {chosen} is not in the run folder --out {out}")
     has_ckpt = bool(list_checkpoints(out))
-    if a.resume and has_ckpt:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the training loop reports a skipped file itself
-            ck = load_checkpoint(a.checkpoint or out, report=_warn)
-        stored = dict(ck.meta)
-        if "data" not in stored:
-            raise CLIError(f"{ck.path} does not record its data set (not written by `python -m ddpm train`); resume it from Python")
-        _refuse_changes(a, ck, stored)
-        spec = {k: stored.get(k) for k in ("data", "data_dir", "n", "data_seed")}
-        data = _load_data(spec)
-        with torch.random.fork_rng():
-            torch.manual_seed(ck.config.seed if not isinstance(ck.config, dict) else 0)
-            model = model_from_config(ck.payload["model_class"], ck.payload["model_config"])
-        schedule = ck.schedule
-        base = dataclasses.asdict(ck.config) if not isinstance(ck.config, dict) else dict(ck.config)
-        config = make_train_config(**{**base, **train_config_fields(a)})
-        model_name, meta = stored.get("model", ck.payload["model_class"]), stored
-    else:
-        if has_ckpt:
-            raise CLIError(f"{out} already holds checkpoints: add --resume to continue that run, or choose another --out")
-        if not _given(a, "data"):
-            raise CLIError("--data is required (only --resume on a run folder with checkpoints reads it from the checkpoint)")
-        a.seed = getattr(a, "seed", 0)
-        spec = _data_spec(a)
-        data = _load_data(spec)
-        item = tuple(data.shape[1:])
-        d = defaults_for(a.data, item)
-        model_name = a.model if _given(a, "model") else d["model"]
-        model = build_model(model_name, item, a.seed, **_arch(a))
-        T = a.T if _given(a, "T") else 1000
-        sname = a.schedule if _given(a, "schedule") else "linear"
-        schedule = Schedule.linear(T) if sname == "linear" else Schedule.cosine(T)
-        fields = {k: d[k] for k in PER_DATA}
-        fields.update(train_config_fields(a))
-        config = make_train_config(**fields)
-        meta = {**spec, "model": model_name, "schedule": sname}
+    if has_ckpt and not a.resume:
+        raise CLIError(f"{out} already holds checkpoints: add --resume to continue that run, or choose another --out")
+    check_contents(out, fresh=not a.resume)  # before any work; train() checks again under the folder's lock
+    model, schedule, data, config, model_name, meta = _resume_setup(a, out) if a.resume and has_ckpt else _fresh_setup(a)
     threads = _set_threads(a, model)
-    out.mkdir(parents=True, exist_ok=True)
-    from .checkpoint import CheckpointWarning
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CheckpointWarning)  # a skipped damaged file was reported above
             r = train(model, schedule, data, config, out_dir=out, progress=not a.no_progress,
                       resume=Path(a.checkpoint) if a.checkpoint else a.resume, meta=meta)
-    except KeyboardInterrupt:
-        last = list_checkpoints(out)
-        kept = f"the last checkpoint is {last[-1][1]}; add --resume to continue" if last else "no checkpoint was written yet"
-        print(f"error: interrupted; {kept}", file=sys.stderr)
-        return 130
+    except Interrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 143 if e.signal == "SIGTERM" else 130
     if getattr(r, "rank", 0) != 0:  # under torchrun process 0 alone reports
         return 0
     last = r.losses[-1] if r.losses else float("nan")
@@ -221,8 +244,6 @@ def cmd_train(a) -> int:
 
 # ---------------------------------------------------------------------------- sample / evaluate
 def _load(a):
-    from .checkpoint import load_checkpoint
-
     device = _resolve_device(a.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -234,16 +255,11 @@ def _load(a):
 
 
 def _sampler_args(a, T):
-    from .sampling import check_sampler
-
-    return check_sampler(a.sampler, getattr(a, "steps", None), getattr(a, "eta", None), T)
+    return check_sampler(a.sampler, T, steps=getattr(a, "steps", None), eta=getattr(a, "eta", None))
 
 
 def _draw(a, ck, model, device, steps, eta, n):
-    from .plotting import check_finite
-    from .sampling import draw
-
-    x = draw(model, ck.schedule, a.sampler, steps, eta, n, a.seed, device=device, progress=not a.no_progress,
+    x = draw(model, ck.schedule, n, sampler=a.sampler, steps=steps, eta=eta, seed=a.seed, device=device, progress=not a.no_progress,
              batch=a.batch, fast=a.fast)
     if x is not None:  # under torchrun only process 0 holds the gathered samples
         check_finite(x)
@@ -251,8 +267,6 @@ def _draw(a, ck, model, device, steps, eta, n):
 
 
 def cmd_sample(a) -> int:
-    from .plotting import FIGURE_SUFFIXES, save_array, save_figure
-
     out = Path(a.out)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
         raise CLIError(f"--out must be an image file ({', '.join(FIGURE_SUFFIXES)}), got {out}")
@@ -276,14 +290,11 @@ def cmd_sample(a) -> int:
 
 def _eval_data(a, ck):
     """The data to compare with: --data (another path for the run's data) or the checkpoint's record."""
-    from .data import DATASETS, IMAGES, load_dataset
-
     name = a.data if a.data is not None else ck.data
     if name is None:
         raise CLIError(f"{ck.path} does not record its data set; pass --data (a data set name or the file it was trained on)")
     data_dir = a.data_dir or ck.meta.get("data_dir")
     gen = torch.Generator().manual_seed(a.seed + 2)
-    from .toys import TOYS
 
     if name in TOYS:
         n = a.n or 1000
@@ -301,8 +312,6 @@ def _eval_data(a, ck):
 
 def _classifier_for(a, name):
     """The classifier for the Frechet distance, or (None, note saying why there is none)."""
-    from .classifier import CONFIGS, SHIPPED, load_classifier, train_command
-
     if a.classifier is not None:
         return load_classifier(a.classifier), None
     if name in SHIPPED:
@@ -313,12 +322,8 @@ def _classifier_for(a, name):
 
 
 def cmd_evaluate(a) -> int:
-    from .features import confident_fraction
-    from .metrics import distance_report
-
     ck, model, device, steps, eta = _load(a)
     name, data, n = _eval_data(a, ck)
-    from .sampling import item_shape
 
     if tuple(data.shape[1:]) != item_shape(model):
         raise CLIError(f"the data have items of shape {tuple(data.shape[1:])}, the model makes {item_shape(model)}")
@@ -336,7 +341,7 @@ def cmd_evaluate(a) -> int:
         result["metrics"][metric] = distance_report(x, data, metric, generator=gen(3))
     if clf is not None:
         result["classifier"] = {"path": str(clf.source), "sha256": clf.sha256}
-        result["metrics"]["frechet"] = distance_report(x, data, "frechet", generator=gen(3), dataset=clf)
+        result["metrics"]["frechet"] = distance_report(x, data, "frechet", generator=gen(3), classifier=clf)
         noise = torch.randn(x.shape, generator=gen(5))
         ref = data[torch.randperm(data.shape[0], generator=gen(6))[:n]]
         result["metrics"]["confident_fraction"] = {"distance": confident_fraction(x, clf), "baseline": confident_fraction(ref, clf),
@@ -344,9 +349,6 @@ def cmd_evaluate(a) -> int:
     if note:
         result["note"] = note
     if a.bpd:
-        from .data import IMAGES, load_dataset
-        from .losses import bits_per_dim
-
         s = ck.schedule.to(device)
         test = load_dataset(name, n=a.bpd, generator=gen(4), data_dir=a.data_dir or ck.meta.get("data_dir"),
                             **({"split": "test"} if name in IMAGES else {}))
@@ -371,16 +373,12 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_train_classifier(a) -> int:
-    from .classifier import save_classifier
-    from .classifier_training import train_classifier
-
     out = Path(a.out)
     _writable_dir(out, "--out")
     torch.set_num_threads(getattr(a, "threads", 1))
-    model, report = train_classifier(a.data, a.epochs, a.seed, a.data_dir, progress=not a.no_progress)
+    model, report = train_classifier(a.data, a.epochs, a.data_dir, seed=a.seed, progress=not a.no_progress)
     report["command"] = report["command"].replace("FOLDER", str(out))
     path = save_classifier(model, report, a.data, out)
-    from .classifier import load_classifier
 
     clf = load_classifier(path)
     print(f"test accuracy {report['test_accuracy']:.4f}; wrote {path} (sha256 {clf.sha256[:12]}); "
@@ -390,15 +388,12 @@ def cmd_train_classifier(a) -> int:
 
 # ---------------------------------------------------------------------------- parser
 def _parser() -> OneLineParser:
-    from .classifier import CONFIGS
-    from .data import DATASETS
-
     p = OneLineParser(prog="python -m ddpm", description="Train, sample and evaluate DDPM/DDIM models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     S = SUPPRESS
 
     def common(q, device=True, threads_default="1 for a model under 2M parameters (the MLP), all cores for larger ones"):
-        q.add_argument("--threads", type=int_at_least(1), default=S,
+        q.add_argument("--threads", type=int_at_least(1, MAX_THREADS), default=S,
                        help=f"torch CPU threads (default: {threads_default}: more threads slow a small model down)")
         q.add_argument("--no-progress", action="store_true", help="no progress bar")
         if device:
@@ -406,28 +401,28 @@ def _parser() -> OneLineParser:
 
     t = sub.add_parser("train", help="train a model; checkpoints go to --out",
                        description="Train a model. With --resume, the run's settings are read from its checkpoint.")
-    t.add_argument("--data", default=S, help=f"{', '.join(DATASETS)}, a .npy/.npz/.csv/.txt file (points (N, d); images (N, C, H, W), "
+    t.add_argument("--data", type=user_path, default=S, help=f"{', '.join(DATASETS)}, a .npy/.npz/.csv/.txt file (points (N, d); images (N, C, H, W), "
                    "(N, H, W, C) or (N, H, W)) or a folder of PNG/JPEG images")
-    t.add_argument("--data-dir", default=S, help="folder with the mnist / fashion-mnist / cifar10 files")
-    t.add_argument("--n", "--data-size", dest="n", type=int_at_least(1), default=S,
+    t.add_argument("--data-dir", type=user_path, default=S, help="folder with the mnist / fashion-mnist / cifar10 files")
+    t.add_argument("--n", "--data-size", dest="n", type=int_at_least(1, MAX_ITEMS), default=S,
                    help="toys: points drawn (default 10000); images: keep this many (under torchrun write --data-size: torchrun takes --n for its own --nnodes)")
-    t.add_argument("--out", required=True, help="run folder for checkpoints")
+    t.add_argument("--out", type=user_path, required=True, help="run folder for checkpoints")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint, with its settings")
-    t.add_argument("--checkpoint", default=None, help="with --resume: continue from this checkpoint file of the run instead of the newest")
+    t.add_argument("--checkpoint", type=user_path, default=None, help="with --resume: continue from this checkpoint file of the run instead of the newest")
     m = t.add_argument_group("model")
     m.add_argument("--model", default=S, choices=list(MODELS),
                    help="default: mlp for points, the data set's U-Net preset for its images, unet for other images")
-    m.add_argument("--hidden", type=int_at_least(1), default=S, help="mlp: width (default 256)")
-    m.add_argument("--layers", type=int_at_least(1), default=S, help="mlp: residual blocks (default 3)")
-    m.add_argument("--channels", type=int_at_least(1), default=S, help="U-Net: width of the first level")
+    m.add_argument("--hidden", type=int_at_least(1, 65536), default=S, help="mlp: width (default 256)")
+    m.add_argument("--layers", type=int_at_least(1, 256), default=S, help="mlp: residual blocks (default 3)")
+    m.add_argument("--channels", type=int_at_least(1, 4096), default=S, help="U-Net: width of the first level")
     m.add_argument("--channel-mult", "--channel-mults", dest="channel_mult", type=int_list, default=S,
                    help="U-Net: width multiplier per level, e.g. 1,2,2 (the side must divide by 2 ** (levels - 1))")
     m.add_argument("--attention-resolutions", type=int_list, default=S, help="U-Net: level sides with self-attention, e.g. 16 or 8,4")
-    m.add_argument("--res-blocks", type=int_at_least(1), default=S, help="U-Net: residual blocks per level")
+    m.add_argument("--res-blocks", type=int_at_least(1, 64), default=S, help="U-Net: residual blocks per level")
     m.add_argument("--dropout", type=finite_float(0.0, 0.99), default=S, help="U-Net: dropout in [0, 0.99]")
-    m.add_argument("--groups", type=int_at_least(1), default=S, help="U-Net: GroupNorm groups (must divide every width)")
-    m.add_argument("--heads", type=int_at_least(1), default=S, help="U-Net: attention heads")
-    m.add_argument("--T", type=int_at_least(2), default=S, help="diffusion steps T (default 1000)")
+    m.add_argument("--groups", type=int_at_least(1, 4096), default=S, help="U-Net: GroupNorm groups (must divide every width)")
+    m.add_argument("--heads", type=int_at_least(1, 256), default=S, help="U-Net: attention heads")
+    m.add_argument("--T", type=int_at_least(2, MAX_T), default=S, help="diffusion steps T (default 1000)")
     m.add_argument("--schedule", default=S, choices=list(SCHEDULES), help="noise schedule (default linear)")
     add_train_config_flags(t, {{"toy": "points", "image": "other images"}.get(k, k): v for k, v in DEFAULTS.items()})
     common(t, device=False)
@@ -436,33 +431,33 @@ def _parser() -> OneLineParser:
     for name, func, help_ in (("sample", cmd_sample, "draw samples from a checkpoint"),
                               ("evaluate", cmd_evaluate, "sample and print distances to the data, beside their baselines")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--checkpoint", required=True, help="a checkpoint file, or a run folder (its newest valid checkpoint)")
+        s.add_argument("--checkpoint", type=user_path, required=True, help="a checkpoint file, or a run folder (its newest valid checkpoint)")
         s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
-        s.add_argument("--steps", type=int_at_least(1), default=S, help="sampling steps, 1..T (default: 50 for ddim, T for ddpm)")
+        s.add_argument("--steps", type=int_at_least(1, MAX_T), default=S, help="sampling steps, 1..T (default: 50 for ddim, T for ddpm)")
         s.add_argument("--eta", type=finite_float(0.0, 1.0), default=S, help="ddim only: eta in [0, 1] (0: deterministic, the default; 1: DDPM-like)")
-        s.add_argument("-n", type=int_at_least(1), default=None if name == "evaluate" else 1000,
+        s.add_argument("-n", type=int_at_least(1, MAX_ITEMS), default=None if name == "evaluate" else 1000,
                        help="number of samples" + (" (default: 1000, or half the data)" if name == "evaluate" else " (default 1000)"))
-        s.add_argument("--seed", type=int_at_least(0), default=0)
-        s.add_argument("--batch", type=int_at_least(0), default=0, help="samples per block (0: 500); block j is seeded seed + j, so under torchrun the blocks are shared out among the processes and the samples are those of one process")
+        s.add_argument("--seed", type=int_at_least(0, SEED_MAX), default=0)
+        s.add_argument("--batch", type=int_at_least(0, MAX_ITEMS), default=0, help="samples per block (0: 500); block j is seeded seed + j, so under torchrun the blocks are shared out among the processes and the samples are those of one process")
         s.add_argument("--raw-weights", action="store_true", help="sample with the raw weights instead of the EMA")
         s.add_argument("--fast", action="store_true", help="CUDA only: bf16 autocast + CUDA graphs for the network (ddpm.FastEps)")
         if name == "sample":
-            s.add_argument("--out", default="samples.png", help="image file (.png, .pdf, .svg, .jpg); the raw samples go beside it as .npy")
+            s.add_argument("--out", type=user_path, default="samples.png", help="image file (.png, .pdf, .svg, .jpg); the raw samples go beside it as .npy")
         else:
             s.add_argument("--json", action="store_true", help="print JSON")
-            s.add_argument("--data", default=None, help="the data to compare with (default: the checkpoint's record); e.g. the training file's new place")
-            s.add_argument("--data-dir", default=None, help="folder with the mnist / fashion-mnist / cifar10 files")
-            s.add_argument("--classifier", default=None, help="a classifier's .safetensors file or folder (from train-classifier) for the Frechet distance")
-            s.add_argument("--bpd", type=int_at_least(0), default=0, metavar="N", help="also bits/dim through the full bound on N held-out points (T network calls each)")
+            s.add_argument("--data", type=user_path, default=None, help="the data to compare with (default: the checkpoint's record); e.g. the training file's new place")
+            s.add_argument("--data-dir", type=user_path, default=None, help="folder with the mnist / fashion-mnist / cifar10 files")
+            s.add_argument("--classifier", type=user_path, default=None, help="a classifier's .safetensors file or folder (from train-classifier) for the Frechet distance")
+            s.add_argument("--bpd", type=int_at_least(0, MAX_ITEMS), default=0, metavar="N", help="also bits/dim through the full bound on N held-out points (T network calls each)")
         common(s)
         s.set_defaults(func=func)
 
     c = sub.add_parser("train-classifier", help="train the classifier behind the Frechet distance into --out")
     c.add_argument("--data", default="digits", choices=sorted(CONFIGS))
-    c.add_argument("--epochs", type=int_at_least(1), default=None, help="default: 30 for digits, 2 for (fashion-)mnist, 10 for cifar10")
-    c.add_argument("--seed", type=int_at_least(0), default=0)
-    c.add_argument("--data-dir", default=None)
-    c.add_argument("--out", required=True, help="folder for classifier-<data>.safetensors and its JSON (never the package's own)")
+    c.add_argument("--epochs", type=int_at_least(1, 100_000), default=None, help="default: 30 for digits, 2 for (fashion-)mnist, 10 for cifar10")
+    c.add_argument("--seed", type=int_at_least(0, SEED_MAX), default=0)
+    c.add_argument("--data-dir", type=user_path, default=None)
+    c.add_argument("--out", type=user_path, required=True, help="folder for classifier-<data>.safetensors and its JSON (never the package's own)")
     common(c, device=False, threads_default="1: reproducible bit for bit")
     c.set_defaults(func=cmd_train_classifier)
     return p

@@ -8,10 +8,11 @@ import argparse
 import dataclasses
 import inspect
 import math
+import os
 import re
 import sys
 
-from .config import TrainConfig
+from .config import DIST_TIMEOUT_MAX, INT_RANGES, LR_MAX, TrainConfig
 
 SUPPRESS = argparse.SUPPRESS
 
@@ -31,18 +32,29 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------------- flag types
-def int_at_least(low: int):
+def int_at_least(low: int, high: int | None = None):
+    """An int parser: at least ``low`` and, if given, at most ``high`` (a typing error such as a
+    seed of 40 digits is refused here, by name, instead of overflowing or hanging later)."""
+    want = f">= {low}" if high is None else f"in {low}..{high}"
+
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {s!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {v}")
+            raise argparse.ArgumentTypeError(f"must be an integer {want}, got {s[:40]!r}") from None
+        if v < low or (high is not None and v > high):
+            shown = str(v) if len(str(v)) <= 20 else f"{str(v)[:12]}... ({len(str(v))} digits)"
+            raise argparse.ArgumentTypeError(f"must be an integer {want}, got {shown}")
         return v
 
-    parse.__name__ = f"int >= {low}"
+    parse.__name__ = f"int {want}"
     return parse
+
+
+def user_path(s: str) -> str:
+    """A path flag: ``~`` expanded once, here, so every use (and the package guard) sees the real path
+    (the shell does not expand ``--out=~/run``)."""
+    return os.path.expanduser(s)
 
 
 def finite_float(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False):
@@ -77,15 +89,16 @@ def int_list(s: str) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------- TrainConfig -> flags
-# Lower bounds of TrainConfig's numeric fields on the command line (its __post_init__ checks them again).
+# TrainConfig's numeric fields on the command line, in the ranges its __post_init__ checks (config.INT_RANGES).
+_FLOAT_RANGES = {"lr": dict(low=0.0, high=LR_MAX, low_open=True), "ema_decay": dict(low=0.0, high=1.0, high_open=True),
+                 "dist_timeout": dict(low=0.0, high=DIST_TIMEOUT_MAX, low_open=True)}
 _FIELD_TYPES = {
-    "int": lambda name: int_at_least(0 if name in ("warmup", "seed", "checkpoint_every", "keep_checkpoints") else 1),
-    "float": lambda name: finite_float(0.0, None, low_open=name == "lr") if name != "ema_decay" else finite_float(0.0, 1.0, high_open=True),
+    "int": lambda name: int_at_least(*INT_RANGES.get(name, (0, None))),
+    "float": lambda name: finite_float(**_FLOAT_RANGES.get(name, dict(low=0.0))),
     "str": lambda name: str,
 }
 # Fields whose default depends on the data set (presets.DEFAULTS), not on the dataclass.
 PER_DATA = ("batch_size", "lr", "warmup")
-COMMON = ("device",)  # added by the common flags of every sub-command
 
 
 def field_comments(cls) -> dict[str, str]:

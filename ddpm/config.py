@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
+
+
+BIG = 10**12  # a bound no run reaches: counts above it are typing errors (and would overflow the RNG's seed arithmetic)
+SEED_MAX = 2**32 - 1  # seeds are mixed with the rank and step; this keeps every mix inside torch's 64-bit seed
+# The integer fields' allowed ranges (the command line's flags read them too).
+INT_RANGES = {"steps": (1, BIG), "batch_size": (1, 2**31 - 1), "warmup": (0, BIG), "seed": (0, SEED_MAX),
+              "checkpoint_every": (0, BIG), "keep_checkpoints": (0, BIG), "log_every": (1, BIG), "sample_every": (0, BIG)}
+LR_MAX = 1.0  # AdamW's step is about lr per weight: beyond 1 nothing trains
+DIST_TIMEOUT_MAX = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -34,13 +42,12 @@ class TrainConfig:
     dist_timeout: float = 600.0  # seconds a process waits for the others under torchrun before the job ends with an error
 
     def __post_init__(self):
-        ints = {"steps": 1, "batch_size": 1, "warmup": 0, "seed": 0, "checkpoint_every": 0, "keep_checkpoints": 0, "log_every": 1, "sample_every": 0}
-        for name, low in ints.items():
+        for name, (low, high) in INT_RANGES.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-                raise ValueError(f"TrainConfig.{name} must be an int >= {low}, got {v!r}")
-        if not (isinstance(self.lr, numbers.Real) and 0 < self.lr < math.inf):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not low <= v <= high:
+                raise ValueError(f"TrainConfig.{name} must be an int in {low}..{high}, got {v!r}")
+        if not (isinstance(self.lr, numbers.Real) and 0 < self.lr <= LR_MAX):
+            raise ValueError(f"TrainConfig.lr must be a number in (0, {LR_MAX:g}], got {self.lr!r}")
         if not (isinstance(self.weight_decay, numbers.Real) and self.weight_decay >= 0):
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.ema_decay, numbers.Real) and 0 <= self.ema_decay < 1):
@@ -49,8 +56,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be >= 0 (0: off), got {self.grad_clip!r}")
         if self.compile_mode not in ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
             raise ValueError(f"TrainConfig.compile_mode must be one of auto, default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs; got {self.compile_mode!r}")
-        if not (isinstance(self.dist_timeout, numbers.Real) and 0 < self.dist_timeout < math.inf):
-            raise ValueError(f"TrainConfig.dist_timeout must be a positive number of seconds, got {self.dist_timeout!r}")
+        if not (isinstance(self.dist_timeout, numbers.Real) and 0 < self.dist_timeout <= DIST_TIMEOUT_MAX):
+            raise ValueError(f"TrainConfig.dist_timeout must be a number of seconds in (0, {DIST_TIMEOUT_MAX:g}] (a week), "
+                             f"got {self.dist_timeout!r}")
         for name in ("ema_warmup", "bf16", "compile", "channels_last", "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
@@ -59,5 +67,5 @@ class TrainConfig:
 
 
 # Fields that may change between a checkpoint and the run that resumes it without breaking exactness.
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "compile", "compile_mode",
-                      "channels_last", "cuda_graph", "sample_every", "dist_timeout"}
+RESUMABLE = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "compile", "compile_mode",
+             "channels_last", "cuda_graph", "sample_every", "dist_timeout"}

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .datafiles import (  # noqa: F401 - the public names of the data layer live
     ARRAY_SUFFIXES,
     DATA_ENV,
     FASHION_MNIST_DIR,
+    IMAGE_SUFFIXES,
     _HOW_TO_GET,
     load_array,
     load_cifar10,
@@ -39,12 +41,34 @@ def is_file_spec(name) -> bool:
     return name not in DATASETS and (name.endswith(ARRAY_SUFFIXES) or os.sep in name or Path(name).exists())
 
 
+def data_digest(name) -> str | None:
+    """The SHA-256 (hex) of a user's data: the bytes of an array file, or the names and bytes of the
+    images of a folder (the files :func:`load_image_folder` reads); ``None`` for a built-in set.
+    A run records it, so that resuming notices data changed in place and accepts a file that moved."""
+    if not is_file_spec(name):
+        return None
+    path = Path(os.fspath(name)).expanduser()
+    h = hashlib.sha256()
+    try:
+        if path.is_dir():
+            for q in sorted(q for q in path.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()):
+                h.update(q.name.encode() + b"\0")
+                h.update(hashlib.sha256(q.read_bytes()).digest())
+        else:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, "data file not found", str(path)) from None
+    return h.hexdigest()
+
+
 def load_dataset(
     name: str,
     n: int | None = None,
     data_dir=None,
-    generator: torch.Generator | None = None,
     *,
+    generator: torch.Generator | None = None,
     split: str = "train",
     labels: bool = False,
 ):
@@ -66,7 +90,7 @@ def load_dataset(
     if name in TOYS:
         if labels:
             raise ValueError(f"labels=True needs an image data set {IMAGES}; {name!r} is a 2-D toy")
-        return make_toy(name, n or DEFAULT_TOY_N, generator)
+        return make_toy(name, n or DEFAULT_TOY_N, generator=generator)
     if name == "digits":
         out = load_digits("all" if split == "all" else split, labels=labels)
     elif name in ("mnist", "fashion-mnist"):
@@ -92,8 +116,3 @@ def load_dataset(
     return (x, y) if labels else x
 
 
-
-
-def is_toy(name: str) -> bool:
-    """True for the names of the 2-D toys (:data:`TOYS`); a user's file of 2-D points is not one."""
-    return name in TOYS

@@ -273,7 +273,7 @@ def load_array(path) -> Tensor:
 def load_image_folder(folder) -> Tensor:
     """Every PNG/JPEG image in ``folder`` (sorted by name; read with Pillow) as float32 ``(N, C, H, W)``
     in [-1, 1]: ``C = 1`` if every image is grey-scale, else 3 (RGB). All images must have one size.
-    Every error names the file."""
+    16-bit grey PNGs are read at their full depth (0..65535 onto [-1, 1]). Every error names the file."""
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder)
@@ -282,14 +282,22 @@ def load_image_folder(folder) -> Tensor:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"{folder}: no {', '.join(IMAGE_SUFFIXES)} images in this folder")
-    images, size = [], None
+    images, size, deep = [], None, False
     for p in files:
         try:
             with Image.open(p) as im:
                 im.load()
-                grey = im.mode in ("1", "L", "LA", "I", "I;16", "F")
-                arr = np.asarray(im.convert("L" if grey else "RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+                if im.mode.startswith("I"):  # 16-bit grey ("I;16", "I;16B", or "I" holding 0..65535)
+                    arr = np.asarray(im).astype(np.int64)
+                    deep = True
+                    if arr.min() < 0 or arr.max() > 65535:
+                        raise ValueError(f"{p}: grey values outside 0..65535 ({im.mode} image); save it as 8 or 16-bit")
+                elif im.mode == "F":
+                    raise ValueError(f"{p}: a floating-point image; save it as an 8 or 16-bit PNG")
+                else:
+                    grey = im.mode in ("1", "L", "LA")
+                    arr = np.asarray(im.convert("L" if grey else "RGB")).astype(np.int64) * 257  # 0..255 -> 0..65535
+        except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"{p}: cannot read the image ({type(e).__name__}: {e})") from None
         if size is None:
             size = arr.shape[:2]
@@ -298,5 +306,8 @@ def load_image_folder(folder) -> Tensor:
         images.append(arr)
     channels = 3 if any(a.ndim == 3 for a in images) else 1
     stack = np.stack([np.repeat(a[..., None], 3, 2) if (channels == 3 and a.ndim == 2) else (a if a.ndim == 3 else a[..., None])
-                      for a in images])  # (N, H, W, C)
-    return _to_unit(torch.from_numpy(np.ascontiguousarray(stack.transpose(0, 3, 1, 2))))
+                      for a in images])  # (N, H, W, C), 0..65535 (8-bit images times 257: the same scale)
+    x = torch.from_numpy(np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))
+    if not deep:
+        return _to_unit((x // 257).to(torch.uint8))  # all 8-bit: exactly the uint8 mapping
+    return (x.double() / 32767.5 - 1.0).float()  # 16-bit grey read at full depth, never clipped at 255

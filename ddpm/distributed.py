@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 
@@ -43,8 +44,6 @@ class DistContext:
     def close(self) -> None:
         """End the process group if this context started it."""
         if self.started_here:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.destroy_process_group()
 
@@ -69,7 +68,6 @@ def context(device: torch.device | str = "cpu", timeout: float = 600.0) -> DistC
     """This process's :class:`DistContext`; under ``torchrun`` (``WORLD_SIZE`` and ``RANK`` set) the process
     group is started if it is not yet (NCCL for a CUDA ``device``, gloo otherwise; every collective
     fails after ``timeout`` seconds instead of waiting forever)."""
-    import torch.distributed as dist
 
     device = torch.device(device)
     if dist.is_available() and dist.is_initialized():
@@ -108,7 +106,6 @@ def gather(x: Tensor, n: int, ctx: DistContext | None = None) -> Tensor | None:
     ctx = ctx if ctx is not None else context(x.device)
     if not ctx.distributed:
         return x
-    import torch.distributed as dist
 
     sizes = [len(shard(n, r, ctx.world_size)) for r in range(ctx.world_size)]
     if x.shape[0] != sizes[ctx.rank]:
@@ -161,8 +158,6 @@ def sample_sharded(sample_fn, n: int, *, seed: int = 0, batch_size: int = 256, d
 
 
 def _gather_counts(x: Tensor, counts: list[int], ctx: DistContext) -> Tensor | None:
-    import torch.distributed as dist
-
     # A rank with no block still takes part: it learns the item shape and dtype from rank 0.
     meta = [None if x is None else (tuple(x.shape[1:]), x.dtype, str(x.device))]
     dist.broadcast_object_list(meta, src=0)
@@ -184,7 +179,6 @@ def broadcast_error(message: str | None, ctx: DistContext) -> str | None:
     so that all processes stop together with the same message."""
     if not ctx.distributed:
         return message
-    import torch.distributed as dist
 
     box = [message]
     dist.broadcast_object_list(box, src=0)

@@ -65,7 +65,7 @@ class LinearGaussianChain:
         self.T = schedule.T
         self.A, self.B = self._reverse_coefficients()
         v = (self.schedule.posterior_variance if variance == "small" else self.schedule.betas).clone()
-        v[1] = decoder_variance(self.schedule, variance)  # beta~_1 = 0 cannot be used
+        v[1] = decoder_variance(self.schedule, variance=variance)  # beta~_1 = 0 cannot be used
         self.reverse_var = v  # index t: the variance of x_{t-1} given x_t
 
     def _reverse_coefficients(self) -> tuple[Tensor, Tensor]:

@@ -10,11 +10,12 @@ import math
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ._utils import TimeArg, batch_size, check_t, extract
 from .forward import _noise_like, q_mean_variance, q_sample
 from .posterior import posterior_mean_from_eps, q_posterior
-from .samplers import VARIANCES
+from .schedule import VARIANCES
 
 DEFAULT_BIN_WIDTH = 2.0 / 255.0  # 8-bit data scaled to [-1, 1] (DDPM section 3.3)
 
@@ -122,7 +123,7 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, variance: Tenso
     return torch.where(x < -1 + half, log_cdf_upper, torch.where(x > 1 - half, log_sf_lower, mid))
 
 
-def decoder_variance(schedule, variance: str = "small") -> float:
+def decoder_variance(schedule, *, variance: str = "small") -> float:
     """The variance of the decoder ``p_theta(x0 | x1)``.
 
     ``beta~_1 = 0`` cannot be used, so DDPM's released code takes ``beta~_2`` (``beta_1`` when ``T = 1``)
@@ -144,7 +145,7 @@ def decoder_nll(model, schedule, x0: Tensor, *, noise: Tensor | None = None, var
     x1 = q_sample(schedule, x0, 1, noise=noise)
     eps = _call(model, x1, 1).to(torch.float64)
     mean = posterior_mean_from_eps(schedule, x1.to(torch.float64), 1, eps)
-    var = torch.tensor(decoder_variance(schedule, variance), dtype=torch.float64, device=x0.device)
+    var = torch.tensor(decoder_variance(schedule, variance=variance), dtype=torch.float64, device=x0.device)
     return -_sum_dims(discretized_gaussian_log_likelihood(x0, mean, var, bin_width))
 
 
@@ -160,8 +161,6 @@ def variational_bound(model, schedule, x0: Tensor, *, variance: str = "small", g
     terms[:, 0] = decoder_nll(model, schedule, x0, variance=variance, generator=generator, bin_width=bin_width)
     rng = range(2, schedule.T + 1)
     if progress:
-        from tqdm.auto import tqdm
-
         rng = tqdm(rng, desc="bound", leave=False)
     for t in rng:
         terms[:, t - 1] = vb_term(model, schedule, x0, t, variance=variance, generator=generator)

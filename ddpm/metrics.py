@@ -16,6 +16,8 @@ import numbers
 import torch
 from torch import Tensor
 
+from .features import features
+
 METRICS = ("sliced_wasserstein", "energy", "frechet")
 
 
@@ -51,7 +53,7 @@ def _quantiles(v: Tensor, m: int) -> Tensor:
     return v[:, lo] * (1 - w) + v[:, hi] * w
 
 
-def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, generator: torch.Generator | None = None) -> float:
+def sliced_wasserstein(x: Tensor, y: Tensor, *, n_projections: int = 256, generator: torch.Generator | None = None) -> float:
     """Sliced 2-Wasserstein distance ``SW_2 = ( E_u W_2^2(u.x, u.y) )^{1/2}`` over random unit
     directions ``u`` (Rabin et al. 2011; Bonneel et al. 2015).
 
@@ -115,15 +117,14 @@ def frechet_distance_features(fx: Tensor, fy: Tensor) -> float:
     return frechet_distance_gaussian(*_stats(fx), *_stats(fy))
 
 
-def frechet_distance(x: Tensor, y: Tensor, dataset="digits", batch_size: int = 500) -> float:
+def frechet_distance(x: Tensor, y: Tensor, classifier="digits", *, batch_size: int = 500) -> float:
     """Frechet distance between image sets ``x`` and ``y`` in the penultimate-layer features of a
-    classifier: ``dataset`` names the shipped one ("digits": (N, 1, 8, 8); "fashion-mnist":
-    (N, 1, 28, 28)) or is a weight file or folder of one you trained; images in [-1, 1]. Smaller is closer; compare with the data-vs-data value at the same size
+    ``classifier``: the name of a shipped one ("digits": (N, 1, 8, 8); "fashion-mnist":
+    (N, 1, 28, 28)), the weight file or folder of one you trained, or a loaded classifier; images in
+    [-1, 1]. Smaller is closer; compare with the data-vs-data value at the same size
     (:func:`distance_report`), since the estimate is biased upwards for small sets.
     """
-    from .features import features
-
-    return frechet_distance_features(features(x, dataset, batch_size), features(y, dataset, batch_size))
+    return frechet_distance_features(features(x, classifier, batch_size), features(y, classifier, batch_size))
 
 
 # ---------------------------------------------------------------------------- report
@@ -131,22 +132,22 @@ def distance_report(
     samples: Tensor,
     data: Tensor,
     metric: str = "sliced_wasserstein",
-    generator: torch.Generator | None = None,
     *,
-    dataset: str | None = None,
+    generator: torch.Generator | None = None,
+    classifier=None,
     n_projections: int = 256,
 ) -> dict:
     """The distance from ``samples`` (n of them) to ``n`` data points, next to the data-vs-data
     baseline (two disjoint sets of ``n`` data points) and the noise-vs-data value (``n`` draws of
     ``N(0, I)``). ``data`` must hold at least ``2 n`` points; they are split with ``generator``.
 
-    ``metric``: ``"sliced_wasserstein"``, ``"energy"``, or ``"frechet"`` (images; ``dataset``
-    names the classifier, as in :func:`frechet_distance`). Returns ``{"metric", "n", "distance", "baseline", "noise"}``.
+    ``metric``: ``"sliced_wasserstein"``, ``"energy"``, or ``"frechet"`` (images; ``classifier``
+    is the classifier, as in :func:`frechet_distance`). Returns ``{"metric", "n", "distance", "baseline", "noise"}``.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if metric == "frechet" and dataset is None:
-        raise ValueError("metric='frechet' needs dataset= (a classifier: 'digits', 'fashion-mnist' or a weight file)")
+    if metric == "frechet" and classifier is None:
+        raise ValueError("metric='frechet' needs classifier= ('digits', 'fashion-mnist', a weight file or a loaded classifier)")
     n = samples.shape[0]
     if data.shape[0] < 2 * n:
         raise ValueError(f"data must hold at least 2 n = {2 * n} points for the data-vs-data baseline, got {data.shape[0]}; use fewer samples")
@@ -160,16 +161,14 @@ def distance_report(
         def dist(a, b):
             # Same projections for every pair: a fair comparison.
             g = torch.Generator().manual_seed(0)
-            return sliced_wasserstein(a, b, n_projections, generator=g)
+            return sliced_wasserstein(a, b, n_projections=n_projections, generator=g)
     elif metric == "energy":
         dist = energy_distance
     else:
-        from .features import features
-
-        fref = features(ref, dataset)
+        fref = features(ref, classifier)
 
         def dist(a, b):  # b is always ref
-            return frechet_distance_features(features(a, dataset), fref)
+            return frechet_distance_features(features(a, classifier), fref)
 
     return {
         "metric": metric,

@@ -36,7 +36,7 @@ def q_posterior(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> tupl
     return mean, extract(s.posterior_variance, t, x0)
 
 
-def eps_to_x0(schedule: Schedule, x_t: Tensor, t: TimeArg, eps: Tensor) -> Tensor:
+def predict_x0(schedule: Schedule, x_t: Tensor, t: TimeArg, eps: Tensor) -> Tensor:
     """``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``: DDPM eq. 4 solved for x0
     (DDIM eq. 9, ``f_theta``; book chapters "Training and sampling" and "DDIM")."""
     check_same_shape(eps, x_t, "eps", "x_t")
@@ -44,11 +44,9 @@ def eps_to_x0(schedule: Schedule, x_t: Tensor, t: TimeArg, eps: Tensor) -> Tenso
     return (x_t - extract(schedule.sqrt_one_minus_alpha_bars, t, x_t) * eps) / extract(schedule.sqrt_alpha_bars, t, x_t)
 
 
-predict_x0 = eps_to_x0
-
 
 def x0_to_eps(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> Tensor:
-    """``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``: the inverse of :func:`eps_to_x0`."""
+    """``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``: the inverse of :func:`predict_x0`."""
     check_same_shape(x0, x_t, "x0", "x_t")
     t = _t(schedule, t, x_t)
     return (x_t - extract(schedule.sqrt_alpha_bars, t, x_t) * x0) / extract(schedule.sqrt_one_minus_alpha_bars, t, x_t)
@@ -78,7 +76,7 @@ def v_to_eps(schedule: Schedule, x_t: Tensor, t: TimeArg, v: Tensor) -> Tensor:
 
 def eps_to_v(schedule: Schedule, x_t: Tensor, t: TimeArg, eps: Tensor) -> Tensor:
     """The v-prediction implied by an eps-prediction at ``x_t`` (claim D9)."""
-    return v_target(schedule, eps_to_x0(schedule, x_t, t, eps), t, eps)
+    return v_target(schedule, predict_x0(schedule, x_t, t, eps), t, eps)
 
 
 def x0_to_v(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> Tensor:

@@ -92,7 +92,7 @@ def _default_unet(image_size: int, in_channels: int) -> UNetConfig:
                       num_res_blocks=1, attn_resolutions=(side,), dropout=0.0, groups=8, heads=1)
 
 
-def build_model(name: str, item_shape: tuple, seed: int, **arch) -> nn.Module:
+def build_preset(name: str, item_shape: tuple, *, seed: int, **arch) -> nn.Module:
     """The ``--model`` ``name`` for data items of ``item_shape``, initialised from ``seed``.
 
     ``arch``: MLP fields (``hidden``, ``layers``) for ``mlp``; U-Net fields (:data:`UNET_FLAGS`)

@@ -1,9 +1,11 @@
 """A run folder: the checkpoints, loss log and sample grids of one training run.
 
 - :class:`RunFolder` checks the folder before the first step (a folder, not a file; writable; free
-  space for one checkpoint), takes a lock on ``.lock`` (``fcntl.flock``) so a second run writing into the
-  same folder is refused while the first is alive (the lock goes with the process, also on kill -9),
-  and removes temporary files a killed write left behind.
+  space for one checkpoint; nothing in it but a run's own files, and for a fresh run not even
+  those), takes a lock on ``.lock`` (``fcntl.flock``) so a second run writing into the same folder
+  is refused while the first is alive (the lock goes with the process, also on kill -9), and
+  removes the temporary files a killed write of its own left behind (``.NAME.tmp-PID``; no other
+  file is ever deleted or overwritten).
 - ``loss.csv``: one row per log interval, ``step,loss,lr,seconds,images_per_second``; a resumed run
   keeps the rows up to its checkpoint's step and appends.
 - ``samples.png``: a grid of samples from the EMA weights, replaced atomically.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import re
 import io
 import os
 import shutil
@@ -22,6 +25,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ._io import atomic_write_bytes
 
 LOCK_NAME = ".lock"
 LOSS_LOG = "loss.csv"
@@ -47,38 +52,65 @@ def os_error(path, action: str, e: OSError) -> RunFolderError:
     return err
 
 
-def atomic_write(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, ``os.replace``);
-    an OS error becomes a :class:`RunFolderError` naming ``path``."""
-    from ._io import atomic_write_bytes
-
-    path = Path(path)
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        raise os_error(path, "write", e) from None
-    return path
+_CKPT = re.compile(r"^ckpt-\d{8,}\.pt$")
+_OWN_TMP = re.compile(r"^\.(ckpt-\d{8,}\.pt|loss\.csv|samples\.png|preflight)\.tmp-\d+$")
 
 
 def is_temporary(name: str) -> bool:
-    """Names of the temporary files atomic writes use (``.NAME.tmp-PID``) and ``*.tmp``."""
-    return (name.startswith(".") and ".tmp-" in name) or name.endswith(".tmp")
+    """Names of the temporary files a run's own atomic writes use (``.ckpt-00000010.pt.tmp-PID``,
+    ``.loss.csv.tmp-PID``, ...): only these are ever removed."""
+    return bool(_OWN_TMP.match(name))
+
+
+def is_run_file(name: str) -> bool:
+    """Names a run writes into its folder: checkpoints, ``loss.csv``, ``samples.png``, the lock and
+    its own temporary files."""
+    return bool(_CKPT.match(name)) or name in (LOSS_LOG, SAMPLES, LOCK_NAME) or is_temporary(name)
+
+
+def plottable(item_shape) -> bool:
+    """Whether samples with items of ``item_shape`` can be drawn as a sample grid: images
+    ``(C, H, W)`` with C = 1 or 3, or 2-D points."""
+    item = tuple(item_shape)
+    return (len(item) == 3 and item[0] in (1, 3)) or item == (2,)
+
+
+def check_contents(path, *, fresh: bool) -> None:
+    """A run writes only into a folder of its own: a folder holding files a run did not write (or,
+    for a fresh run, any run's files but the lock and temporary files) is refused with a
+    :class:`RunFolderError`; nothing in it is ever deleted or overwritten. A missing folder passes."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    names = sorted(q.name for q in path.iterdir())
+    foreign = [n for n in names if not is_run_file(n)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunFolderError(f"{path} holds files a training run did not write ({shown}); train into a new or empty folder")
+    if fresh:
+        earlier = [n for n in names if n != LOCK_NAME and not is_temporary(n)]
+        if earlier:
+            what = "checkpoints" if any(_CKPT.match(n) for n in earlier) else ", ".join(earlier)
+            raise RunFolderError(f"{path} already holds {what} of an earlier run; resume it (resume=True, --resume) "
+                                 f"or train into a new or empty folder")
 
 
 class RunFolder:
     """The folder of one run, locked while the run is alive. Use as a context manager or call
     :meth:`close`."""
 
-    def __init__(self, path, *, need_bytes: int = 0):
-        self.path = Path(path)
+    def __init__(self, path, *, need_bytes: int = 0, fresh: bool = False):
+        self.path = Path(path).expanduser()
         self._lock_fd = None
         self.cleaned: list[Path] = []
-        self._open(need_bytes)
+        self._open(need_bytes, fresh)
 
-    def _open(self, need_bytes: int) -> None:
+    def _open(self, need_bytes: int, fresh: bool) -> None:
         p = self.path
         if p.exists() and not p.is_dir():
             raise RunFolderError(f"cannot use {p} as the run folder: it is a file, not a folder")
+        if p.is_dir():
+            check_contents(p, fresh=fresh)  # before anything is written into it
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -134,6 +166,14 @@ class RunFolder:
                 raise RunFolderError(f"cannot write checkpoints into {p}: {free / 2**20:.0f} MiB free, a checkpoint "
                                      f"needs about {need_bytes / 2**20:.0f} MiB")
 
+    def _replace(self, name: str, data: bytes) -> Path:
+        """Write the run file ``name`` atomically; an OS error becomes a :class:`RunFolderError` naming it."""
+        path = self.path / name
+        try:
+            return atomic_write_bytes(path, data)
+        except OSError as e:
+            raise os_error(path, "write", e) from None
+
     def close(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
@@ -165,7 +205,7 @@ class RunFolder:
         w = csv.DictWriter(buf, LOG_FIELDS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-        atomic_write(path, buf.getvalue().encode())
+        self._replace(LOSS_LOG, buf.getvalue().encode())
 
     def log(self, step: int, loss: float, lr: float, seconds: float, images_per_second: float) -> None:
         """Append one row to ``loss.csv``."""
@@ -182,7 +222,7 @@ class RunFolder:
         """Write ``samples.png`` (replaced atomically): images ``(n, C, H, W)`` in [-1, 1] as a grid,
         or 2-D points ``(n, 2)`` as a scatter plot."""
         data = grid_png(x, title=f"step {step}")
-        return atomic_write(self.path / SAMPLES, data)
+        return self._replace(SAMPLES, data)
 
 
 def grid_png(x: Tensor, title: str = "") -> bytes:

@@ -21,15 +21,15 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ._utils import TimeArg, batch_size, check_same_shape, check_t, extract
-from .posterior import eps_to_x0, posterior_mean_from_eps, q_posterior, x0_to_eps
-from .schedule import Schedule
+from .posterior import posterior_mean_from_eps, predict_x0, q_posterior, x0_to_eps
+from .schedule import VARIANCES, Schedule
 
 Model = Callable[[Tensor, Tensor], Tensor]
 Spacing = Union[str, Sequence[int], Tensor]
 SPACINGS = ("trailing", "leading", "linspace", "quadratic")
-VARIANCES = ("small", "large")
 
 
 # ---------------------------------------------------------------------- time steps
@@ -103,7 +103,7 @@ def _check_eta(eta) -> float:
 
 def _clip(schedule: Schedule, x_t: Tensor, t: TimeArg, eps: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
     """x0_hat from eps, clamped to [-clip, clip] when ``clip`` is set (eps then re-derived)."""
-    x0 = eps_to_x0(schedule, x_t, t, eps)
+    x0 = predict_x0(schedule, x_t, t, eps)
     if clip is None:
         return x0, eps
     x0 = x0.clamp(-clip, clip)
@@ -299,7 +299,6 @@ def _start(model, schedule: Schedule, shape, generator, x_T, device, dtype) -> T
 def _progress(it, progress: bool, desc: str, total: int):
     if not progress:
         return it
-    from tqdm.auto import tqdm
 
     return tqdm(it, total=total, desc=desc, leave=False)
 
@@ -443,4 +442,5 @@ def ddim_trajectory(
 
 
 for _f in (sample_ddpm, ddpm_trajectory, sample_ddim, ddim_trajectory):
-    _f.__doc__ += _SAMPLER_ARGS
+    if _f.__doc__ is not None:  # None under python -OO
+        _f.__doc__ += _SAMPLER_ARGS

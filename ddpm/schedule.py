@@ -13,6 +13,9 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
+# The two choices of the reverse variance sigma_t^2 (DDPM sec. 3.2): "small" beta~_t, "large" beta_t.
+VARIANCES = ("small", "large")
+
 ArrayLike = Union[Sequence[float], Tensor]
 
 

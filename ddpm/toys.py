@@ -37,7 +37,7 @@ def _randn(shape, generator) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- 2-D toys
-def make_moons(n: int, noise: float = 0.05, generator: torch.Generator | None = None) -> Tensor:
+def make_moons(n: int, *, noise: float = 0.05, generator: torch.Generator | None = None) -> Tensor:
     """Two interleaved half circles (scikit-learn's ``make_moons`` shape), scaled into [-1, 1]^2.
 
     The noiseless moons span x in [-1, 2], y in [-0.5, 1]; they are centred and divided by 1.6
@@ -54,7 +54,7 @@ def make_moons(n: int, noise: float = 0.05, generator: torch.Generator | None = 
     return pts[torch.randperm(n, generator=generator)].float()
 
 
-def make_swissroll(n: int, noise: float = 0.3, generator: torch.Generator | None = None) -> Tensor:
+def make_swissroll(n: int, *, noise: float = 0.3, generator: torch.Generator | None = None) -> Tensor:
     """The 2-D swiss roll ``r (cos r, sin r)``, ``r ~ U[1.5 pi, 4.5 pi]``, divided by 15 (so in ~[-0.95, 0.95]^2).
 
     ``noise`` is the Gaussian std before scaling (0.3 -> 0.02 after).
@@ -65,7 +65,7 @@ def make_swissroll(n: int, noise: float = 0.3, generator: torch.Generator | None
     return (pts / 15.0).float()
 
 
-def make_checkerboard(n: int, generator: torch.Generator | None = None) -> Tensor:
+def make_checkerboard(n: int, *, generator: torch.Generator | None = None) -> Tensor:
     """Uniform on the 8 dark squares of a 4x4 board covering [-1, 1]^2 (the FFJORD toy, halved)."""
     n = _check_n(n)
     x1 = 4 * _rand(n, generator) - 2  # (n,) in [-2, 2)
@@ -93,7 +93,7 @@ def toy_mixture(name: str = "mixture") -> GaussianMixture:
     raise ValueError(f"toy_mixture name must be '8gaussians' or 'mixture', got {name!r}")
 
 
-def make_toy(name: str, n: int = DEFAULT_TOY_N, generator: torch.Generator | None = None) -> Tensor:
+def make_toy(name: str, n: int = DEFAULT_TOY_N, *, generator: torch.Generator | None = None) -> Tensor:
     """``n`` points of the 2-D toy ``name`` (one of ``TOYS``), float32 ``(n, 2)``."""
     n = _check_n(n)
     if name == "moons":

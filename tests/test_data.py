@@ -266,3 +266,17 @@ def test_a_folder_of_png_and_jpeg_images(tmp_path):
     (tmp_path / "small.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="small.png: cannot read the image"):
         load_image_folder(tmp_path)
+
+
+def test_16_bit_grey_pngs_are_read_at_full_depth(tmp_path):
+    from PIL import Image
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)  # 0..63000: most above 255
+    for i in range(2):
+        Image.fromarray(ramp).save(tmp_path / f"{i}.png")
+    assert Image.open(tmp_path / "0.png").mode.startswith("I")
+    x = load_dataset(str(tmp_path))
+    assert x.shape == (2, 1, 8, 8)
+    want = torch.from_numpy(ramp.astype(np.float64) / 32767.5 - 1).float()
+    assert torch.allclose(x[0, 0], want, atol=1e-6)  # not clipped at 255: 64 distinct levels
+    assert len(torch.unique(x)) == 64

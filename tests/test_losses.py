@@ -209,10 +209,10 @@ def test_bad_input():
     with pytest.raises(ValueError, match="must return eps of shape"):
         ddpm.loss_simple(Oracle(torch.zeros(2)), s, x0)
     with pytest.raises(ValueError, match="variance must be one of"):
-        ddpm.decoder_variance(s, "medium")
+        ddpm.decoder_variance(s, variance="medium")
     # both variances share DDPM's decoder variance beta~_2, as documented
-    assert ddpm.decoder_variance(s, "small") == ddpm.decoder_variance(s, "large") == s.posterior_variance[2].item()
-    assert ddpm.decoder_variance(Schedule.linear(T=1), "small") == Schedule.linear(T=1).betas[1].item()
+    assert ddpm.decoder_variance(s, variance="small") == ddpm.decoder_variance(s, variance="large") == s.posterior_variance[2].item()
+    assert ddpm.decoder_variance(Schedule.linear(T=1), variance="small") == Schedule.linear(T=1).betas[1].item()
 
 
 # ---------------------------------------------------------------- found by mutation testing (tests/README.md)

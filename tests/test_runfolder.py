@@ -175,3 +175,78 @@ def test_too_little_free_space_for_a_checkpoint_is_refused_before_the_first_step
     with pytest.raises(RunFolderError, match=r"MiB free, a checkpoint needs about"):
         train(m, S, moons(), TrainConfig(steps=5, batch_size=8), out_dir=tmp_path, progress=False)
     assert m.calls == 1
+
+
+def test_a_folder_holding_files_the_run_did_not_write_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "notes.tmp").write_text("mine")
+    (tmp_path / "loss.csv").write_text("my table")
+    m = Counting()
+    with pytest.raises(RunFolderError, match="notes.tmp") as e:
+        train(m, S, moons(), TrainConfig(steps=5, batch_size=8), out_dir=tmp_path, progress=False)
+    assert "\n" not in str(e.value) and m.calls == 1
+    assert (tmp_path / "notes.tmp").read_text() == "mine" and (tmp_path / "loss.csv").read_text() == "my table"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.csv", "notes.tmp"]  # not even a lock file
+    (tmp_path / "notes.tmp").unlink()  # a fresh run does not overwrite another run's loss.csv either
+    with pytest.raises(RunFolderError, match="loss.csv of an earlier run"):
+        train(Counting(), S, moons(), TrainConfig(steps=5, batch_size=8), out_dir=tmp_path, progress=False)
+    assert (tmp_path / "loss.csv").read_text() == "my table"
+
+
+def test_sigterm_on_one_process_saves_a_checkpoint_and_says_so(tmp_path):
+    import signal
+
+    class Term(Counting):
+        def forward(self, x, t):
+            if self.calls == 7:  # call 8 is step 7 (call 1 is the pre-flight check)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().forward(x, t)
+
+    with pytest.raises(Interrupted, match="SIGTERM at step 7; saved .*ckpt-00000007.pt") as e:
+        train(Term(), S, moons(), TrainConfig(steps=50, batch_size=8, checkpoint_every=20), out_dir=tmp_path, progress=False)
+    assert e.value.signal == "SIGTERM" and e.value.step == 7 and e.value.checkpoint.is_file()
+    r = train(Counting(), S, moons(), TrainConfig(steps=10, batch_size=8, checkpoint_every=20), out_dir=tmp_path,
+              progress=False, resume=True)
+    assert r.resumed_from == 7 and r.step == 10
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the run
+
+
+def test_a_huge_log_every_allocates_a_small_buffer(monkeypatch):
+    import importlib
+
+    loop = importlib.import_module("ddpm.train")  # the module (ddpm.train is the function)
+    sizes = []
+    real = loop.TrainStep
+
+    def spy(*a, **kw):
+        sizes.append(kw["buffer_size"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop, "TrainStep", spy)
+    r = train(Counting(), S, moons(), TrainConfig(steps=12, batch_size=8, log_every=10**12), progress=False)
+    assert sizes == [loop.LOSS_BUFFER] and len(r.losses) == 12
+
+
+def test_unplottable_samples_turn_the_grids_off_with_a_warning(tmp_path, capsys):
+    points3 = torch.randn(64, 3)
+    r = train(MLP(MLPConfig(dim=3, hidden=8, layers=1)), S, points3, TrainConfig(steps=6, batch_size=8, sample_every=2),
+              out_dir=tmp_path, progress=False)
+    assert r.step == 6 and not (tmp_path / "samples.png").exists()
+    assert "no sample grids" in capsys.readouterr().err
+
+
+def test_a_checkpoint_write_failing_inside_torch_save_names_the_path(tmp_path, monkeypatch):
+    import ddpm.checkpoint
+
+    real = torch.save
+
+    def broken(obj, f):  # the disk fills up while torch.save writes the checkpoint
+        if "ckpt-" in str(getattr(f, "name", "")):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real(obj, f)
+
+    monkeypatch.setattr(ddpm.checkpoint.torch, "save", broken)
+    with pytest.raises(RunFolderError) as e:
+        train(Counting(), S, moons(), TrainConfig(steps=3, batch_size=8), out_dir=tmp_path, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "ckpt-00000003.pt" in msg and "write failed" in msg
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]

@@ -5,16 +5,18 @@ choice, the checks on those choices, and drawing ``n`` samples from a checkpoint
 from __future__ import annotations
 
 import math
-
 import os
 
 import torch
+
+from . import distributed
+from .samplers import sample_ddim, sample_ddpm
 
 SAMPLERS = ("ddpm", "ddim")
 ETA_MAX = 1.0  # DDIM's eta: 0 deterministic, 1 the DDPM posterior variance; beyond 1 is not a valid process
 
 
-def check_sampler(sampler: str, steps, eta, T: int) -> tuple[int, float]:
+def check_sampler(sampler: str, T: int, *, steps=None, eta=None) -> tuple[int, float]:
     """Validated ``(steps, eta)``. ``steps=None``: 50 for DDIM (at most T), T for DDPM.
     ``eta=None``: 0 for DDIM; ``eta`` with DDPM is refused (DDPM has no eta)."""
     if sampler not in SAMPLERS:
@@ -41,7 +43,7 @@ def item_shape(model) -> tuple:
     return (c.dim,)
 
 
-def draw(model, schedule, sampler: str, steps: int, eta: float, n: int, seed: int, *, device="cpu",
+def draw(model, schedule, n: int, *, sampler: str, steps: int, eta: float, seed: int, device="cpu",
          progress: bool = False, batch: int = 0, fast: bool = False) -> torch.Tensor | None:
     """``n`` samples from ``model`` as a CPU float32 tensor, in blocks of ``batch`` (0: blocks of 500).
     DDPM with ``steps < T`` is DDIM with eta = 1 on a sub-sequence (Song et al. 2021, sec. 4.2).
@@ -50,8 +52,6 @@ def draw(model, schedule, sampler: str, steps: int, eta: float, n: int, seed: in
     Block ``j`` is drawn from a generator seeded ``seed + j`` (:func:`ddpm.distributed.sample_sharded`),
     so under ``torchrun`` the blocks are shared out among the processes, gathered on process 0, and the
     samples are the same as in one process; processes other than 0 get ``None``."""
-    from . import distributed
-    from .samplers import sample_ddim, sample_ddpm
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"-n must be an int >= 1, got {n}")
