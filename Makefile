@@ -62,7 +62,7 @@ test: install _build/html/index.html _build/html/cheatsheet.pdf
 
 # The package's unit tests alone: no book, no browser, no notebook, no subprocess (tests/conftest.py's slow mark).
 test-fast:
-	$(PYTHON) -m pytest tests -m "not slow" -q
+	$(PYTHON) -m pytest tests -m "not slow" -q -n auto
 
 serve:
 	@test -f _build/html/index.html || { echo "run 'make book' first"; exit 1; }
