@@ -53,6 +53,7 @@ def from_diffusers(unet: nn.Module, *, T: int | None = None) -> DiffusersEps:
 
         from diffusers import UNet2DModel
         model = ddpm.from_diffusers(UNet2DModel(...), T=1000)
-        x0 = ddpm.sample_ddim(model, ddpm.Schedule.linear(1000), (16, 3, 32, 32), steps=50)
+        schedule = ddpm.Schedule.linear(1000)
+        x0 = ddpm.sample_ddim(model, schedule, (16, 3, 32, 32), steps=50)
     """
     return DiffusersEps(unet, T)

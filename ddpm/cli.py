@@ -1,9 +1,9 @@
-"""The command line: ``python -m ddpm {train,sample,evaluate,train-classifier}``.
+"""The command line: ``python -m ddpm {train,sample,evaluate,train-classifier}``::
 
     python -m ddpm train --data moons --steps 3000 --seed 0 --out runs/moons
     python -m ddpm train --out runs/moons --resume --steps 6000
-    python -m ddpm sample --checkpoint runs/moons --sampler ddim --steps 50 --eta 0 -n 1000 --seed 0 --out samples.png
-    python -m ddpm evaluate --checkpoint runs/moons --sampler ddim --steps 50 -n 1000 --json
+    python -m ddpm sample --checkpoint runs/moons --sampler ddim -n 1000
+    python -m ddpm evaluate --checkpoint runs/moons --steps 50 -n 1000 --json
 
 Every flag is checked before any work starts. Bad input (a value out of range, a flag that does
 not apply, a missing, corrupted or mismatched checkpoint, a file where a folder is expected, a full

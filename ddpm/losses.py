@@ -10,7 +10,7 @@ import math
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns on import in a notebook without ipywidgets
 
 from ._utils import TimeArg, batch_size, check_t, extract
 from .forward import _noise_like, q_mean_variance, q_sample

@@ -19,7 +19,8 @@ def q_posterior(schedule: Schedule, x_t: Tensor, t: TimeArg, x0: Tensor) -> tupl
 
     DDPM (Ho et al. 2020) eqs. 6-7; claim E5 of chapter "The variational bound (ELBO)"::
 
-        mu~_t   = [sqrt(abar_{t-1}) beta_t x0 + sqrt(alpha_t) (1 - abar_{t-1}) x_t] / (1 - abar_t)
+        mu~_t   = [sqrt(abar_{t-1}) beta_t x0
+                   + sqrt(alpha_t) (1 - abar_{t-1}) x_t] / (1 - abar_t)
         beta~_t = (1 - abar_{t-1}) beta_t / (1 - abar_t)
 
     The variance is returned broadcastable against ``x0``; at ``t = 1`` it is 0 and the mean is ``x0``.

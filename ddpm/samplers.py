@@ -21,7 +21,7 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns on import in a notebook without ipywidgets
 
 from ._utils import TimeArg, batch_size, check_same_shape, check_t, extract
 from .posterior import posterior_mean_from_eps, predict_x0, q_posterior, x0_to_eps
@@ -244,7 +244,8 @@ def ddim_step(
 ) -> Tensor:
     """One DDIM step from ``t`` to ``t_prev < t`` (DDIM eq. 12, sigma from eq. 16)::
 
-        x_{t_prev} = sqrt(abar_{t_prev}) x0_hat + sqrt(1 - abar_{t_prev} - sigma^2) eps + sigma z
+        x_{t_prev} = sqrt(abar_{t_prev}) x0_hat
+                     + sqrt(1 - abar_{t_prev} - sigma^2) eps + sigma z
 
     Claim D5 of chapter "DDIM". ``t_prev = 0`` uses ``abar_0 = 1`` (the last step returns
     ``x0_hat``). ``eta = 0`` is deterministic; ``noise`` (``z``) is ignored where ``eta = 0`` or

@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-import tqdm.auto
+from tqdm import tqdm  # the text bar: tqdm.auto warns on import in a notebook without ipywidgets
 
 from . import distributed as _dist
 from .checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
@@ -499,7 +499,7 @@ class _Loop:
         run, cfg, step_fn = self.run, self.run.config, self.step_fn
         self.bar = None
         if run.progress and self.start < cfg.steps:
-            self.bar = tqdm.auto.tqdm(total=cfg.steps, initial=self.start, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=cfg.steps, initial=self.start, desc="train", unit="step", dynamic_ncols=True)
         warm = min(20, (cfg.steps - self.start) // 4)  # steps left out of images_per_second
         t_warm = paused_warm = None
         self.model.train()

@@ -5,11 +5,12 @@ Book: chapter 6, "Training and sampling". The network maps a noisy image
 
 Layout (for ``channel_mults = (1, 2, 2, 2)`` at 32x32, the paper's CIFAR-10 network)::
 
-    conv_in                                               32x32, ch
-    down:  [ResBlock (+Attn)] x num_res_blocks, Down      per level; every output kept as a skip
-    mid:   ResBlock, Attn, ResBlock                       4x4
+    conv_in                                          32x32, ch
+    down:  [ResBlock (+Attn)] x num_res_blocks, Down per level
+           (every output kept as a skip)
+    mid:   ResBlock, Attn, ResBlock                  4x4
     up:    [ResBlock(cat skip) (+Attn)] x (num_res_blocks + 1), Up
-    out:   GroupNorm, SiLU, conv_out                      32x32, in_channels
+    out:   GroupNorm, SiLU, conv_out                 32x32, in_channels
 
 Each ResBlock: GroupNorm, SiLU, conv3x3, + Linear(SiLU(temb)), GroupNorm, SiLU, dropout, conv3x3, plus a
 1x1 shortcut where the channel count changes. Attention: GroupNorm, one 1x1 conv to q, k, v,
