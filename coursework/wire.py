@@ -12,6 +12,7 @@ functions as ``{"cb": k}`` (the kernel calls back).
 from __future__ import annotations
 
 import ast
+import base64
 import math
 import re
 
@@ -25,10 +26,6 @@ _DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16
 
 class WireError(ValueError):
     """Data from the other side that is not of the shapes this module sends."""
-
-
-def _flat(x):
-    return x.reshape(-1).tolist()
 
 
 def encode(x, callables=None, depth: int = 0):
@@ -53,8 +50,8 @@ def encode(x, callables=None, depth: int = 0):
             t = x.detach().cpu()
             if t.is_complex():
                 raise WireError("complex tensors are not supported")
-            data = _flat(t.double() if t.dtype == torch.bfloat16 else t)
-            return {"tensor": {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape), "data": _clean(data)}}
+            raw = (t.float() if t.dtype == torch.bfloat16 else t).contiguous().numpy()
+            return {"tensor": {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape), "bytes": _bytes(raw)}}
         if isinstance(x, torch.Generator):
             return {"generator": x.get_state().tolist()}
     if mod == "numpy":
@@ -63,7 +60,7 @@ def encode(x, callables=None, depth: int = 0):
         if isinstance(x, np.ndarray):
             if x.dtype.kind not in "biuf":
                 raise WireError(f"arrays of dtype {x.dtype} are not supported")
-            return {"ndarray": {"dtype": str(x.dtype), "shape": list(x.shape), "data": _clean(_flat(x))}}
+            return {"ndarray": {"dtype": str(x.dtype), "shape": list(x.shape), "bytes": _bytes(x)}}
         if isinstance(x, np.generic):
             return encode(x.item(), callables, depth)
     if mod == "sympy":
@@ -80,22 +77,6 @@ def encode(x, callables=None, depth: int = 0):
     return {"opaque": type(x).__name__}
 
 
-def _clean(data):
-    if isinstance(data, list):
-        return [_clean(v) for v in data]
-    if isinstance(data, float) and not math.isfinite(data):
-        return {"float": repr(data)}
-    return data
-
-
-def _unclean(data):
-    if isinstance(data, list):
-        return [_unclean(v) for v in data]
-    if isinstance(data, dict):
-        return _float(data)
-    return data
-
-
 def _float(d):
     v = d.get("float")
     if v not in ("nan", "inf", "-inf"):
@@ -103,26 +84,40 @@ def _float(d):
     return float(v)
 
 
+def _bytes(a) -> str:
+    """An array's values as base64 of their little-endian bytes: exact (NaN and inf included) and fast,
+    read back by :func:`_array` with ``numpy.frombuffer`` (plain numbers only, never pickle)."""
+    import numpy as np
+
+    return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes()).decode("ascii")
+
+
 def _array(spec, kind):
+    import numpy as np
+
     if not isinstance(spec, dict) or spec.get("dtype") not in _DTYPES:
         raise WireError(f"a {kind} of unsupported dtype")
-    shape, data = spec.get("shape"), spec.get("data")
+    shape, data = spec.get("shape"), spec.get("bytes")
     if not isinstance(shape, list) or not all(isinstance(n, int) and 0 <= n for n in shape) or len(shape) > 16:
         raise WireError(f"a {kind} with a bad shape")
     numel = math.prod(shape)
-    if numel > MAX_ELEMENTS or not isinstance(data, list) or len(data) != numel:
+    # bfloat16 travels as float32 (numpy has no bfloat16)
+    np_dtype = np.dtype("float32" if spec["dtype"] == "bfloat16" else spec["dtype"]).newbyteorder("<")
+    if numel > MAX_ELEMENTS or not isinstance(data, str) or len(data) > 4 * (numel * np_dtype.itemsize + 3) // 3 + 4:
         raise WireError(f"a {kind} whose data does not match its shape (or is too large)")
-    data = _unclean(data)
-    if not all(isinstance(v, (int, float)) for v in data):
-        raise WireError(f"a {kind} holding something other than numbers")
+    try:
+        raw = base64.b64decode(data.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as e:
+        raise WireError(f"a {kind} whose data is not base64") from e
+    if len(raw) != numel * np_dtype.itemsize:
+        raise WireError(f"a {kind} whose data does not match its shape")
+    arr = np.frombuffer(raw, dtype=np_dtype).astype(np_dtype.newbyteorder("="), copy=True).reshape(shape)
     if kind == "tensor":
         import torch
 
-        dtype = getattr(torch, spec["dtype"])
-        return torch.tensor(data, dtype=torch.float64 if dtype == torch.bfloat16 else dtype).to(dtype).reshape(shape)
-    import numpy as np
-
-    return np.array(data, dtype=spec["dtype"]).reshape(shape)
+        out = torch.from_numpy(arr)
+        return out.to(torch.bfloat16) if spec["dtype"] == "bfloat16" else out
+    return arr
 
 
 def decode(x, refs=None, depth: int = 0):
