@@ -140,7 +140,7 @@ def test_image_grids_and_non_finite_samples():
 
 
 def test_the_progress_bar_moves_from_the_first_step(monkeypatch):
-    import tqdm.auto
+    import importlib
 
     seen = []
 
@@ -158,7 +158,7 @@ def test_the_progress_bar_moves_from_the_first_step(monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setattr(importlib.import_module("ddpm.train"), "tqdm", Bar)
     train(Counting(), S, moons(), TrainConfig(steps=6, batch_size=8, log_every=3), progress=True)
     assert [n for k, n in seen if k == "n"] == [1, 2, 3, 4, 5, 6]
     assert [n for k, n in seen if k == "loss"] == [3, 6]  # the loss at the read-backs only
