@@ -9,10 +9,18 @@ BOOK_SOURCES := $(wildcard book/*.ipynb book/*.md book/*.bib book/data/*) _confi
 # the maths when the site is built (npm installs axe-core for the tests), poppler-utils (pdfinfo) for the PDF test,
 # Fashion-MNIST for the data tests, bubblewrap (bwrap) for the coursework grader's sandbox.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1 || ! command -v pdfinfo >/dev/null 2>&1 || ! command -v bwrap >/dev/null 2>&1 || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	@need=""; \
+	command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || need="$$need chromium-driver"; \
+	command -v node >/dev/null 2>&1 || need="$$need nodejs"; \
+	command -v npm >/dev/null 2>&1 || need="$$need npm"; \
+	command -v pdfinfo >/dev/null 2>&1 || need="$$need poppler-utils"; \
+	command -v bwrap >/dev/null 2>&1 || need="$$need bubblewrap"; \
+	[ -d /usr/share/datasets/fashion-mnist ] || need="$$need dataset-fashion-mnist"; \
+	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nodejs npm poppler-utils dataset-fashion-mnist bubblewrap >/dev/null; \
-	  else echo "warning: install Debian's chromium, chromium-driver, nodejs, npm, poppler-utils, dataset-fashion-mnist and bubblewrap (needs root)"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	  else echo "warning: install Debian's$$need (needs root)"; fi; \
 	fi
 
 # axe-core (the browser tests' accessibility audit), exactly as package-lock.json pins it, into node_modules/;
