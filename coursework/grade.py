@@ -19,14 +19,20 @@ autograder). Grading the same submission twice gives the same per-student files,
 from __future__ import annotations
 
 import argparse
+import ast
+import base64
 import contextlib
 import copy
 import csv
 import io
 import json
+import os
 import queue
 import random
 import re
+import resource
+import select
+import signal
 import sys
 import threading
 import time
@@ -43,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT = 300  # seconds per cell: the book's slowest cell (training in chapter 6) takes about a minute
 NOTEBOOK_TIMEOUT = 900  # seconds per notebook
 OUTPUT_LIMIT = 100_000  # characters of output per cell
+CHECK_TIMEOUT = 120  # seconds for the grader to check one exercise's answers (its calls of the student's functions included)
+CHECK_MEMORY = 4 * 1024**3  # bytes a check may add to the grader's address space
 UID_BASE = 61000  # the kernels' unprivileged users: one per grading slot
 _TRUSTED = threading.Lock()  # the checks share the grader's global generators: one check at a time
 
@@ -210,7 +218,8 @@ class Trusted:
         with _TRUSTED, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             yield
 
-    def grade(self, ex: dict, kernel: Kernel, timeout: float) -> dict:
+    def grade(self, ex: dict, kernel: Kernel, timeout: float, check_timeout: float = CHECK_TIMEOUT,
+              check_memory: int = CHECK_MEMORY) -> dict:
         from ddpm import grading
 
         eid, nparts = ex["id"], len(ex["parts"])
@@ -226,24 +235,40 @@ class Trusted:
             except Exception as e:
                 return _fail(eid, f"the grader's starting cell failed: {type(e).__name__}: {e}", nparts)
             free = self._free_parts(ex, filename)
+            # the check's own helpers (its top-level functions, classes and imports) stay defined here for the
+            # later checks, as they would in the notebook; the rest of it runs in the limited copy below
+            try:
+                exec(_definitions(ex["check"], filename), self.ns)
+            except Exception as e:
+                return _fail(eid, f"the grader's check failed to define its helpers: {type(e).__name__}: {e}", nparts)
             torch_seed(grading.exercise_seed(eid, self.variant))  # the same state whether or not that ran now
-            missing = []
-            for name in ex["answers"]:
-                v = values.get(name)
-                if isinstance(v, dict) and v.get("missing") is True:
-                    missing.append(name)
-                    self.ns[name] = None
-                else:
-                    self.ns[name] = _decode_answer(kernel, v, timeout)
-            with grading.recording(filename) as rec:
-                try:
-                    exec(compile(ex["check"], filename, "exec"), self.ns)
-                except KernelDied:
-                    raise
-                except Exception as e:  # outside the exercise's `with` block
-                    rec.stopped = f"your answer broke the check: {type(e).__name__}: {str(e)[:300]}"
-            _close_figures()
-        return _score(eid, ex["parts"], rec, missing, free)
+
+            def check() -> dict:
+                missing = []
+                for name in ex["answers"]:
+                    v = values.get(name)
+                    if isinstance(v, dict) and v.get("missing") is True:
+                        missing.append(name)
+                        self.ns[name] = None
+                    else:
+                        self.ns[name] = _decode_answer(kernel, v, timeout)
+                with grading.recording(filename) as rec:
+                    try:
+                        exec(compile(ex["check"], filename, "exec"), self.ns)
+                    except KernelDied as e:
+                        return {"kernel_died": str(e), "dead": kernel.dead}
+                    except Exception as e:  # outside the exercise's `with` block
+                        rec.stopped = f"your answer broke the check: {type(e).__name__}: {str(e)[:300]}"
+                return {"result": _score(eid, ex["parts"], rec, missing, free)}
+
+            child = _Limited(check, check_memory)
+        out = child.wait(check_timeout)  # the other grading slots may check while this one waits
+        if "kernel_died" in out:
+            kernel.dead = kernel.dead or out.get("dead")
+            raise KernelDied(out["kernel_died"])
+        if "result" in out:
+            return out["result"]
+        return _fail(eid, out["error"], nparts)
 
     def _free_parts(self, ex: dict, filename: str) -> set:
         """The parts the untouched starting cell already passes (a find-the-bug exercise's shape checks):
@@ -261,6 +286,83 @@ class Trusted:
                     pass
             _BASELINES[key] = {k for k, ok in _site_status(ex["parts"], rec).items() if ok}
         return _BASELINES[key]
+
+
+def _definitions(src: str, filename: str):
+    """The top-level ``def``, ``class`` and ``import`` statements of a check cell, compiled."""
+    tree = ast.parse(src, filename)
+    keep = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+    tree.body = [node for node in tree.body if isinstance(node, keep)]
+    return compile(tree, filename, "exec")
+
+
+class _Limited:
+    """``fn()`` (trusted code on the student's data) run in a forked copy of this process, with the
+    address space it may add and the wall-clock time it may take limited: an answer that is costly to
+    parse, simplify or compare (``10**(10**12)`` is one SymPy object) stops its own check only.
+    ``fn`` returns JSON-ready data; the copy sends it back through a pipe and exits."""
+
+    def __init__(self, fn, memory_bytes: int):
+        self.rfd, wfd = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the copy: never returns
+            try:
+                os.close(self.rfd)
+                import torch
+
+                torch.set_num_threads(1)
+                vm = _address_space()
+                resource.setrlimit(resource.RLIMIT_AS, (vm + memory_bytes, vm + memory_bytes))
+                try:
+                    out = fn()
+                except MemoryError:
+                    out = {"error": f"checking your answer needed more than the {memory_bytes // 2**20:,} MiB the grader allows"}
+                except Exception as e:  # the grader's own failure on this data
+                    out = {"error": f"the grader could not check your answer: {type(e).__name__}: {str(e)[:200]}"}
+                data = base64.b64encode(json.dumps(out).encode()) + b"\n"
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(wfd, view):]
+            finally:
+                os._exit(0)
+        os.close(wfd)
+
+    def wait(self, seconds: float) -> dict:
+        buf, deadline = bytearray(), time.monotonic() + seconds
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return {"error": f"checking your answer took longer than the {seconds:g} s the grader allows "
+                                     "(an answer far larger or costlier than the exercise asks for)"}
+                r, _, _ = select.select([self.rfd], [], [], min(left, 1.0))
+                if r:
+                    chunk = os.read(self.rfd, 1 << 20)
+                    if not chunk:
+                        break
+                    buf += chunk
+            try:
+                out = json.loads(base64.b64decode(bytes(buf)))
+            except ValueError:
+                out = None
+            if not isinstance(out, dict):
+                return {"error": "the grader's check of your answer stopped before it finished"}
+            return out
+        finally:
+            os.close(self.rfd)
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+
+
+def _address_space() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _site_status(parts: list, rec, messages: list | None = None) -> dict:
@@ -309,7 +411,7 @@ def _chapter_of(path: Path, nb, manifest: dict) -> str | None:
 
 def grade_notebook(path: Path, manifest: dict, grader_dir: Path, cell_timeout: int = CELL_TIMEOUT,
                    notebook_timeout: int = NOTEBOOK_TIMEOUT, output_limit: int = OUTPUT_LIMIT,
-                   uid: int = UID_BASE, limits: Limits | None = None) -> dict:
+                   uid: int = UID_BASE, limits: Limits | None = None, check_timeout: float = CHECK_TIMEOUT) -> dict:
     """Grade one submitted notebook; never raises for a bad submission."""
     report = {"notebook": path.name, "chapter": None, "score": 0.0, "max": 0, "exercises": [], "errors": []}
     nb, problem = None, None
@@ -361,7 +463,8 @@ def grade_notebook(path: Path, manifest: dict, grader_dir: Path, cell_timeout: i
                     if eid in notes and notes[eid].startswith("your code printed"):
                         results[eid] = _fail(eid, notes[eid], len(by_id[eid]["parts"]))
                     else:
-                        r = trusted.grade(by_id[eid], kernel, min(cell_timeout, max(1.0, deadline - time.monotonic())))
+                        r = trusted.grade(by_id[eid], kernel, min(cell_timeout, max(1.0, deadline - time.monotonic())),
+                                          check_timeout=check_timeout)
                         if not r["passed"] and eid in notes:
                             r["message"] += f" ({notes[eid]})"
                         results[eid] = r
@@ -464,12 +567,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", default=None, help="the class JSON report (default: OUT/report.json)")
     ap.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help=f"seconds per cell (default {CELL_TIMEOUT})")
     ap.add_argument("--notebook-timeout", type=int, default=NOTEBOOK_TIMEOUT, help=f"seconds per notebook (default {NOTEBOOK_TIMEOUT})")
+    ap.add_argument("--check-timeout", type=int, default=CHECK_TIMEOUT,
+                    help=f"seconds the grader may spend checking one exercise's answers (default {CHECK_TIMEOUT})")
     ap.add_argument("--output-limit", type=int, default=OUTPUT_LIMIT, help=f"characters of output per cell (default {OUTPUT_LIMIT})")
     ap.add_argument("--memory", type=int, default=6144, help="MiB of address space per kernel (default 6144)")
     ap.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1)")
     ap.add_argument("--student", default=None, help="grade SUBMISSION as the work of one student of this name (Gradescope)")
     args = ap.parse_args(argv)
-    for name in ("cell_timeout", "notebook_timeout", "output_limit", "jobs", "memory"):
+    for name in ("cell_timeout", "notebook_timeout", "check_timeout", "output_limit", "jobs", "memory"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             return 2
@@ -510,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             for p in nbs:
                 try:
                     r = grade_notebook(p, manifest, Path(args.grader), args.cell_timeout, args.notebook_timeout,
-                                       args.output_limit, uid=uid, limits=copy.copy(limits))
+                                       args.output_limit, uid=uid, limits=copy.copy(limits), check_timeout=args.check_timeout)
                 except Exception as e:  # the last guard: one submission never stops the others
                     r = {"notebook": p.name, "chapter": None, "score": 0.0, "max": 0, "exercises": [], "errors": [f"grader error: {type(e).__name__}: {e}"]}
                 r["path"] = str(p.relative_to(sub)) if sub.is_dir() else p.name
@@ -541,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             w.writerows(rows)
         report = Path(args.report) if args.report else out / "report.json"
         report.write_text(_dump({"variant": manifest["variant"], "commit": manifest.get("commit"), "seconds": seconds,
-                                 "limits": {"cell_seconds": args.cell_timeout, "notebook_seconds": args.notebook_timeout,
+                                 "limits": {"cell_seconds": args.cell_timeout, "notebook_seconds": args.notebook_timeout, "check_seconds": args.check_timeout,
                                             "output_characters": args.output_limit, "memory_mib": args.memory},
                                  "students": reports}))
     except OSError as e:

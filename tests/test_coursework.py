@@ -330,6 +330,9 @@ ATTACKS = {  # name: (edition, (exercise, cell it goes in), code, expected point
     "b_raises": ("inst", ("toy-sym", SOLUTION), "raise RuntimeError('boom')", 3),
     "b_uninterruptible": ("inst", ("toy-fn", SOLUTION), "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
                           "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", 2),
+    # an answer whose check would never end: SymPy evaluates 10**(10**12) as soon as it is built
+    "a_costly": ("inst", ("toy-sym", SOLUTION), "a = sp.Symbol('a', positive=True)\n"
+                 "expr = sp.Pow(sp.Integer(10), sp.Integer(10**12), evaluate=False)", 3),
     "b_half": ("inst", ("toy-two", SOLUTION), "abar_1 = float(sched.alpha_bars[1])\nsnr_1 = 0.0", 3.5),
 }
 
@@ -370,7 +373,8 @@ def graded_class(tmp_path_factory, toy):
     protected = (ROOT / "ddpm", ROOT / "coursework", grader, out / "instructor")
     before = _tree_hash(*protected)
     try:
-        proc, rows = _grade_folder(folder, grader, tmp_path / "out", "--cell-timeout", "25", "--notebook-timeout", "120")
+        proc, rows = _grade_folder(folder, grader, tmp_path / "out", "--cell-timeout", "25", "--notebook-timeout", "120",
+                                    "--check-timeout", "8")
         killed = sentinel.poll() is not None
         try:
             server.accept()
@@ -437,6 +441,12 @@ def test_memory_limit(graded_class):
 def test_fork_bomb(graded_class):
     _score_as_expected(graded_class, "a_fork")
     assert not graded_class["left"], "processes of a sandbox outlived it"
+
+
+def test_an_answer_too_costly_to_check_fails_only_its_exercise(graded_class):
+    _score_as_expected(graded_class, "a_costly")
+    assert _failed(graded_class["rows"]["a_costly"]) == ["toy-sym"]
+    assert "the grader allows" in _messages(graded_class["rows"]["a_costly"])
 
 
 def test_output_flood(graded_class):

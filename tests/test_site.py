@@ -854,8 +854,10 @@ def test_reader_text_has_no_internal_labels(page, site, base_url, drivers):
 
 
 def _shared(url: str) -> bool:
-    """A file every page may load (theme, scripts, styles, fonts): the browser downloads it once for the site."""
-    return "/_static/" in urllib.parse.urlsplit(url).path
+    """A file every page may load (theme, scripts, styles, fonts, the search index): the browser downloads it
+    once for the site."""
+    path = urllib.parse.urlsplit(url).path
+    return "/_static/" in path or path.endswith("/searchindex.js")
 
 
 @pytest.mark.parametrize("page", PAGES)
