@@ -59,6 +59,7 @@ class GaussianMixture:
         if math.prod(self.event_shape) != d:
             raise ValueError(f"event_shape {self.event_shape} does not hold d = {d} numbers")
         self.schedule: Schedule | None = None
+        self._solved: dict = {}  # abar -> (m, C^-1, log det C): a sampler asks for the same T values again and again
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -115,14 +116,24 @@ class GaussianMixture:
         lp = comp.log_prob(xf[:, None, :]) + torch.log(self.weights)  # (B, K)
         return torch.logsumexp(lp, 1)
 
+    def _solve(self, abar: float):
+        """The marginal's means, inverse covariances and log-determinants at ``abar``, kept for reuse
+        (up to 64 MB of them)."""
+        key = float(abar)
+        hit = self._solved.get(key)
+        if hit is None:
+            m, C = self._marginal(key)
+            hit = (m, torch.linalg.inv(C), torch.linalg.slogdet(C)[1])
+            if (len(self._solved) + 1) * C.numel() * 8 <= 64 * 2**20:
+                self._solved[key] = hit
+        return hit
+
     def score(self, x: Tensor, abar: float) -> Tensor:
         """``grad_x log q_t(x)`` at ``abar_t`` (must be < 1 unless every component has full rank)."""
-        m, C = self._marginal(abar)
+        m, Cinv, logdet = self._solve(abar)  # (K, d), (K, d, d), (K,)
         xf = x.reshape(x.shape[0], -1).to(torch.float64).cpu()  # (B, d)
-        Cinv = torch.linalg.inv(C)  # (K, d, d)
         diff = xf[:, None, :] - m[None]  # (B, K, d)
         sol = torch.einsum("kij,bkj->bki", Cinv, diff)  # C_k^{-1}(x - m_k), (B, K, d)
-        logdet = torch.linalg.slogdet(C)[1]  # (K,)
         lp = -0.5 * (diff * sol).sum(2) - 0.5 * logdet + torch.log(self.weights)  # (B, K), constants dropped
         r = torch.softmax(lp, 1)  # responsibilities (B, K)
         s = -(r[:, :, None] * sol).sum(1)  # (B, d)
