@@ -3,8 +3,10 @@ sample arrays beside them. Both are written atomically (:mod:`ddpm._io`) and ref
 
 from __future__ import annotations
 
+import base64
 import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +95,6 @@ def offline_animation_html(html: str, alt: str, colours: int = 16) -> str:
     frames reduced to ``colours`` colours (a fraction of the weight), the frame image given ``alt``
     text, and the image and slider shrinking with the column. Raises ``ValueError`` if a link to the
     network remains."""
-    import base64
-    import io
-    import re
-
     from PIL import Image
 
     if not alt or len(alt) < 15:

@@ -27,10 +27,12 @@ _DEFAULT_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2,
 TEST_THREADS = int(os.environ.get("DDPM_TEST_THREADS", _DEFAULT_THREADS))
 
 # Modules that need more than the package: the built site and a browser, the coursework editions and
-# the grader, torchrun or killed processes, notebook kernels, the CLI in subprocesses. Slowest first.
-SLOW_MODULES = ["test_site", "test_coursework", "test_distributed", "test_nbval_cache", "test_checkpoint",
-                "test_cli_hostile", "test_cli_edges", "test_cli", "test_fused", "test_fast", "test_readme",
-                "test_benchmarks"]
+# the grader, the chapters' claim cells, torchrun or killed processes, notebook kernels, the CLI in
+# subprocesses. Slowest first (pytest-xdist hands each process two modules to start with: these four
+# are about two minutes each).
+SLOW_MODULES = ["test_site", "test_coursework", "test_book", "test_coursework_book", "test_distributed",
+                "test_nbval_cache", "test_checkpoint", "test_cli_hostile", "test_cli_edges", "test_cli", "test_fused",
+                "test_fast", "test_readme", "test_benchmarks"]
 
 
 def pytest_configure(config):

@@ -1,9 +1,8 @@
 """The coursework: editions built from the chapter notebooks, and a grader a class can trust.
 
-Two layers: a small chapter made here, graded once as a class folder holding every attack on the grader
-(each must leave the score where honest work puts it, and leave later submissions alone), and the book's
-own exercises, graded on notebooks made of the chapters' setup and exercise cells only (the instructor
-edition scores full marks, the untouched student edition 0, each erratum loses exactly its exercise)."""
+A small chapter made here, graded once as a class folder holding every attack on the grader (each must
+leave the score where honest work puts it, and leave later submissions alone). The book's own exercises
+are graded in test_coursework_book.py."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ import jsonschema
 import nbformat
 import pytest
 
-from coursework.build import build, chapters, exercise_only
+from coursework.build import build
 from coursework.grade import load_manifest
 from ddpm.grading import pick
 from coursework.markup import CHECK, SOLUTION, STUB, MarkupError, exercises
@@ -551,68 +550,3 @@ def test_cli_errors_are_one_line(tmp_path):
     for args in (["/nonexistent.ipynb"], [str(tmp_path), "--grader", str(tmp_path)]):
         p = subprocess.run([sys.executable, "-m", "coursework.grade", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
-
-
-# --- the book's own exercises, on notebooks of their setup and exercise cells only ----------------------
-
-@pytest.fixture(scope="module")
-def book_graded(tmp_path_factory):
-    """The book's coursework built (variant 0), then graded on exercise-only notebooks: per chapter the
-    instructor edition, the untouched student edition and, where the chapter has find-the-bug exercises,
-    the instructor edition with every erratum put back in place of its solution."""
-    tmp = tmp_path_factory.mktemp("book")
-    out = tmp / "coursework"
-    manifest = build(out, 0)
-    folder = tmp / "class"
-    errata = {}
-    for path in sorted((out / "instructor").glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        for kind, cut in (("instructor", exercise_only(nb)), ("student", exercise_only(nb, student=True))):
-            (folder / f"{kind}-{path.stem}").mkdir(parents=True)
-            nbformat.write(cut, folder / f"{kind}-{path.stem}" / path.name)
-        bad = exercise_only(nb)
-        ids = []
-        for ex in exercises(bad.cells):
-            stub = bad.cells[ex.stub]
-            if stub.metadata.get("erratum"):
-                for i in ex.solutions:
-                    bad.cells[i].source = stub.source
-                ids.append(ex.id)
-        if ids:
-            (folder / f"errata-{path.stem}").mkdir()
-            nbformat.write(bad, folder / f"errata-{path.stem}" / path.name)
-            errata[f"errata-{path.stem}"] = ids
-    proc, rows = _grade_folder(folder, out / "grader", tmp / "out", "--cell-timeout", "120", "--notebook-timeout", "300", timeout=900)
-    return manifest, rows, errata
-
-
-def test_every_chapter_has_graded_exercises(book_graded):
-    manifest, _, _ = book_graded
-    assert sorted(manifest["chapters"]) == sorted(p.stem for p in chapters())
-    assert all(len(c["exercises"]) >= 3 for c in manifest["chapters"].values())
-    assert all(e["answers"] and e["parts"] for c in manifest["chapters"].values() for e in c["exercises"])
-
-
-def test_book_instructor_edition_scores_full_marks(book_graded):
-    manifest, rows, _ = book_graded
-    inst = {k: r for k, r in rows.items() if k.startswith("instructor-")}
-    assert len(inst) == len(manifest["chapters"])
-    bad = {k: [(e["id"], e["message"]) for e in _exs(r) if not e["passed"]] for k, r in inst.items() if r["score"] != r["max"]}
-    assert not bad
-
-
-def test_book_student_edition_scores_zero(book_graded):
-    _, rows, _ = book_graded
-    stud = {k: r for k, r in rows.items() if k.startswith("student-")}
-    assert stud and all(r["score"] == 0 and r["max"] >= 3 for r in stud.values()), {k: r["score"] for k, r in stud.items()}
-    assert all(e["message"] for r in stud.values() for e in _exs(r))
-
-
-def test_each_erratum_loses_exactly_its_exercise(book_graded):
-    _, rows, errata = book_graded
-    assert sum(map(len, errata.values())) >= 6, "the book has fewer than six find-the-bug exercises"
-    assert {k: [e["id"] for e in _exs(rows[k]) if not e["passed"]] for k in errata} == errata
-
-
-def _exs(row):
-    return [e for nb in row["notebooks"] for e in nb["exercises"]]
