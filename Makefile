@@ -64,9 +64,10 @@ format:
 	-@$(PYTHON) -m ruff check --select E501 --output-format concise book/*.ipynb
 
 # Every test: the package (pytest), the notebooks (nbval, against the build's execution) and the website (headless
-# Chromium), on as many processes as there are cores (pytest-xdist; a module's or a notebook's tests stay together).
+# Chromium), on as many processes as there are cores (pytest-xdist; a module's or a notebook's tests stay together,
+# and the processes take the modules slowest first, in the order tests/conftest.py gives).
 test: install _build/html/index.html _build/html/cheatsheet.pdf
-	$(PYTHON) -m pytest -n auto --dist loadfile
+	$(PYTHON) -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # The package's unit tests alone: no book, no browser, no notebook, no subprocess (tests/conftest.py's slow mark).
 test-fast:

@@ -10,7 +10,7 @@
 - ``slow``: the tests that need the built book, a browser, the coursework editions, several processes
   or a notebook kernel (``SLOW_MODULES``) are marked ``slow``; ``make test-fast`` runs the others
   (``-m "not slow"``), the package's unit tests, in about a minute.
-- Order: the notebooks and the slowest modules first, so that pytest-xdist's processes finish together.
+- Order: the slowest modules first, so that pytest-xdist's processes finish together.
 """
 
 import os
@@ -28,11 +28,11 @@ TEST_THREADS = int(os.environ.get("DDPM_TEST_THREADS", _DEFAULT_THREADS))
 
 # Modules that need more than the package: the built site and a browser, the coursework editions and
 # the grader, the chapters' claim cells, torchrun or killed processes, notebook kernels, the CLI in
-# subprocesses. Slowest first (pytest-xdist hands each process two modules to start with: these four
-# are about two minutes each).
-SLOW_MODULES = ["test_site", "test_coursework", "test_book", "test_coursework_book", "test_distributed",
+# subprocesses. Slowest first.
+SLOW_MODULES = ["test_site", "test_coursework", "test_coursework_book", "test_book", "test_distributed",
                 "test_nbval_cache", "test_checkpoint", "test_cli_hostile", "test_cli_edges", "test_cli", "test_fused",
                 "test_fast", "test_readme", "test_benchmarks"]
+LONGEST = 4  # the first four take one to two minutes each; the notebooks come right after them
 
 
 def pytest_configure(config):
@@ -49,9 +49,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if module(item) in rank or item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
-    # stable: within a module or notebook the order stays. The notebooks first (seconds when the build's
-    # execution is reused, the longest of all when they must be executed), then the slow modules, the rest.
-    items.sort(key=lambda item: -1 if item.path.suffix == ".ipynb" else rank.get(module(item), len(rank)))
+    # stable: within a module or notebook the order stays. The longest modules, the notebooks (seconds when
+    # the build's execution is reused), the other slow modules, the rest. `make test` runs pytest-xdist
+    # with --no-loadscope-reorder, so its processes take the modules in this order and finish together.
+    items.sort(key=lambda item: LONGEST - 0.5 if item.path.suffix == ".ipynb" else rank.get(module(item), len(rank)))
 
 
 @pytest.fixture(autouse=True)
