@@ -601,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: refusing to grade: {e}", file=sys.stderr)
         return 3
     _quiet_ipython()
+    import torch
+
+    # the checks are small: one thread each (a busy machine's default count slows them down); students are
+    # graded in parallel by --jobs
+    torch.set_num_threads(1)
     out = Path(args.out) if args.out else sub.resolve().parent / f"{sub.stem}-grades"
     limits = Limits(memory_bytes=args.memory * 2**20, output_bytes=args.output_limit, cpu_seconds=args.notebook_timeout + 60)
     uids: queue.Queue = queue.Queue()

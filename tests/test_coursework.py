@@ -325,10 +325,11 @@ ATTACKS = {  # name: (edition, (exercise, cell it goes in), code, expected point
     "a_memory": ("inst", ("toy-num", SOLUTION), MEMORY, 3),
     "a_fork": ("inst", ("toy-sym", SOLUTION), FORK, 3),
     "a_flood": ("inst", ("toy-fn", SOLUTION), FLOOD, 3),
-    "b_loop": ("inst", ("toy-num", SOLUTION), "while True:\n    pass", 3),
+    # the loops sleep: stopping them is the same, and they leave the CPU to the other submissions
+    "b_loop": ("inst", ("toy-num", SOLUTION), "import time\nwhile True:\n    time.sleep(0.01)", 3),
     "b_raises": ("inst", ("toy-sym", SOLUTION), "raise RuntimeError('boom')", 3),
     "b_uninterruptible": ("inst", ("toy-fn", SOLUTION), "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
-                          "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", 2),
+                          "signal.signal(signal.SIGINT, signal.SIG_IGN)\nimport time\nwhile True:\n    time.sleep(0.01)", 2),
     # an answer whose check would never end: SymPy evaluates 10**(10**12) as soon as it is built
     "a_costly": ("inst", ("toy-sym", SOLUTION), "a = sp.Symbol('a', positive=True)\n"
                  "expr = sp.Pow(sp.Integer(10), sp.Integer(10**12), evaluate=False)", 3),
@@ -372,7 +373,7 @@ def graded_class(tmp_path_factory, toy):
     protected = (ROOT / "ddpm", ROOT / "coursework", grader, out / "instructor")
     before = _tree_hash(*protected)
     try:
-        proc, rows = _grade_folder(folder, grader, tmp_path / "out", "--cell-timeout", "25", "--notebook-timeout", "120",
+        proc, rows = _grade_folder(folder, grader, tmp_path / "out", "--cell-timeout", "15", "--notebook-timeout", "100",
                                     "--check-timeout", "8")
         killed = sentinel.poll() is not None
         try:
@@ -458,7 +459,7 @@ def test_loops_errors_and_broken_notebooks_fail_only_their_exercise(graded_class
     rows = graded_class["rows"]
     for name in ("b_loop", "b_raises", "b_uninterruptible", "b_half"):
         _score_as_expected(graded_class, name)
-    assert _failed(rows["b_loop"]) == ["toy-num"] and "25 s limit" in _messages(rows["b_loop"])
+    assert _failed(rows["b_loop"]) == ["toy-num"] and "15 s limit" in _messages(rows["b_loop"])
     assert _failed(rows["b_raises"]) == ["toy-sym"] and "RuntimeError: boom" in _messages(rows["b_raises"])
     assert _failed(rows["b_uninterruptible"]) == ["toy-fn", "toy-two"] and "time limit" in _messages(rows["b_uninterruptible"])
     assert _failed(rows["b_deleted"]) == ["toy-sym"] and "missing" in _messages(rows["b_deleted"])
