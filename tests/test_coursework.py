@@ -432,27 +432,20 @@ def test_no_network(graded_class):
     assert not graded_class["reached"], "a submission reached the grader's machine over the network"
 
 
-def test_memory_limit(graded_class):
-    _score_as_expected(graded_class, "a_memory")
-    assert _failed(graded_class["rows"]["a_memory"]) == ["toy-num"]
-    assert "MemoryError" in _messages(graded_class["rows"]["a_memory"])
-
-
 def test_fork_bomb(graded_class):
     _score_as_expected(graded_class, "a_fork")
     assert not graded_class["left"], "processes of a sandbox outlived it"
 
 
-def test_an_answer_too_costly_to_check_fails_only_its_exercise(graded_class):
-    _score_as_expected(graded_class, "a_costly")
-    assert _failed(graded_class["rows"]["a_costly"]) == ["toy-sym"]
-    assert "the grader allows" in _messages(graded_class["rows"]["a_costly"])
-
-
-def test_output_flood(graded_class):
-    _score_as_expected(graded_class, "a_flood")
-    assert _failed(graded_class["rows"]["a_flood"]) == ["toy-fn"]
-    assert "your code printed" in _messages(graded_class["rows"]["a_flood"])
+@pytest.mark.parametrize("name, exercise, message", [
+    ("a_memory", "toy-num", "MemoryError"),  # allocating past the memory limit
+    ("a_flood", "toy-fn", "your code printed"),  # flooding the output
+    ("a_costly", "toy-sym", "the grader allows"),  # an answer too costly for the grader to check
+])
+def test_a_limit_reached_fails_only_its_exercise(graded_class, name, exercise, message):
+    _score_as_expected(graded_class, name)
+    assert _failed(graded_class["rows"][name]) == [exercise]
+    assert message in _messages(graded_class["rows"][name])
 
 
 def test_loops_errors_and_broken_notebooks_fail_only_their_exercise(graded_class):
