@@ -22,11 +22,14 @@
   const BOXES = '.bd-article div.math, .bd-article span.math, .bd-article pre, .bd-article .pst-scrollable-table-container, .bd-article .table-wrapper, .bd-article figure, .bd-article .cell_output, .bd-article div.animation';
   // every figure's pixel width as --nw: on a phone site.css keeps a figure at >= 0.8 of it (legible text)
   function markFigure(img) {
-    if (img.naturalWidth) { img.style.setProperty('--nw', String(img.naturalWidth)); markScrolling(); }
+    const w = img.naturalWidth ? String(img.naturalWidth) : '';
+    if (w && img.style.getPropertyValue('--nw') !== w) { img.style.setProperty('--nw', w); markScrolling(); }
   }
   function markFigures() {
     document.querySelectorAll('.bd-article img').forEach(function (img) {
-      if (img.complete) markFigure(img); else img.addEventListener('load', function () { markFigure(img); });
+      markFigure(img);
+      // and at every later load: an image may get its picture after this runs (an animation sets its frames)
+      img.addEventListener('load', function () { markFigure(img); });
     });
   }
   // a box that scrolls can be reached and scrolled with the keyboard (focusable, named for screen readers)
